@@ -1,0 +1,288 @@
+"""Typed run configuration: one dataclass per stage, nested into ``RunConfig``.
+
+YAML is the saved form. ``load_config`` reads a file, applies dotted overrides
+(``train.lr=3e-5 lora.r=16``) and validates every key and type, collecting all
+problems into one ``ConfigError`` that names the valid keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from .errors import ConfigError
+
+TASKS = ("classification", "regression")
+METHODS = ("full", "freeze", "bitfit", "lora")
+SCHEDULES = ("linear", "cosine", "constant")
+
+
+@dataclass
+class ModelConfig:
+    path: Optional[str] = None  # local Hugging Face model folder
+    allow_pickle: bool = False  # load pytorch_model.bin (pickle) weights; unsafe for untrusted files
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DataConfig:
+    train: Optional[str] = None
+    eval: Optional[str] = None  # no eval file: a stratified, seeded split of train
+    text: str = "text"
+    text_pair: Optional[str] = None
+    label: str = "label"
+    task: Optional[str] = None  # classification | regression; inferred from the labels when unset
+    max_length: int = 128
+    val_fraction: float = 0.1
+    max_train_samples: Optional[int] = None
+    max_eval_samples: Optional[int] = None
+    cache_dir: Optional[str] = None  # tokenized cache; default ~/.cache/pretune
+
+
+@dataclass
+class MethodConfig:
+    name: str = "full"  # full | freeze | bitfit | lora
+    train_top_layers: int = 2  # freeze: train the head plus this many top encoder layers
+
+
+@dataclass
+class LoraConfig:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    target_modules: Optional[list[str]] = None  # None: the attention query/value projections
+    merge: bool = True  # merge the adapter into the saved model (a plain transformers folder)
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 3.0
+    max_steps: Optional[int] = None  # optimizer steps; overrides epochs
+    lr: float = 5e-5
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    grad_accum: int = 1
+    weight_decay: float = 0.01
+    warmup: float = 0.06  # fraction of optimizer steps (< 1) or a number of steps (>= 1)
+    schedule: str = "linear"  # linear | cosine | constant
+    layer_lr_decay: float = 1.0  # lr of layer l = lr * decay ** (n_layers - l); 1.0 disables
+    max_grad_norm: Optional[float] = 1.0
+    bf16: bool = False  # bf16 autocast for forward/backward
+    gradient_checkpointing: bool = False
+    eval_every: Optional[int] = None  # optimizer steps between evaluations; None: once per epoch
+    checkpoint_every: Optional[int] = None  # optimizer steps; None: at every evaluation
+    keep_checkpoints: int = 2
+    early_stopping_patience: Optional[int] = None  # evaluations without improvement
+    metric: Optional[str] = None  # selection metric; default accuracy / pearson
+    group_by_length: bool = True
+    seed: int = 42
+    threads: Optional[int] = None
+    progress: bool = True
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output: str = "runs/fit"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ---------------------------------------------------------------- building and validation
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(_type_name(a) for a in args) + " or null"
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str, errors: list[str]) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key, errors)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, str):  # "query,value" from the command line
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            errors.append(f"{key}: expected {_type_name(tp)}, got {value!r}")
+            return value
+        return [_coerce(v, item_tp, f"{key}[{i}]", errors) for i, v in enumerate(value)]
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if tp is bool and isinstance(value, bool):
+        return value
+    if tp in (int, str) and isinstance(value, tp) and not isinstance(value, bool):
+        return value
+    errors.append(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: Any, prefix: str, errors: list[str]) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        errors.append(f"{prefix or 'config'}: expected a mapping of keys, got {data!r}")
+        return cls()
+    types_ = _field_types(cls)
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in types_:
+            valid = ", ".join(f"{prefix}{k}" for k in types_)
+            errors.append(f"unknown key {full!r}; valid keys here: {valid}")
+            continue
+        tp = types_[key]
+        if _is_dataclass_type(tp):
+            kwargs[key] = _build(tp, value, f"{full}.", errors)
+        else:
+            kwargs[key] = _coerce(value, tp, full, errors)
+    return cls(**kwargs)
+
+
+def _check_values(cfg: RunConfig, errors: list[str]) -> None:
+    def choice(key: str, value: Any, choices: tuple) -> None:
+        if value is not None and value not in choices:
+            errors.append(f"{key}: expected one of {', '.join(choices)}, got {value!r}")
+
+    def positive(key: str, value: Any, allow_zero: bool = False) -> None:
+        if value is None or not isinstance(value, (int, float)):
+            return
+        if value < 0 or (value == 0 and not allow_zero):
+            errors.append(f"{key}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+    choice("data.task", cfg.data.task, TASKS)
+    choice("method.name", cfg.method.name, METHODS)
+    choice("train.schedule", cfg.train.schedule, SCHEDULES)
+    for key in ("train.lr", "train.batch_size", "train.eval_batch_size", "train.grad_accum",
+                "train.epochs", "train.max_steps", "train.eval_every", "train.checkpoint_every",
+                "train.keep_checkpoints", "data.max_length", "lora.r", "lora.alpha",
+                "data.max_train_samples", "data.max_eval_samples", "train.threads"):
+        section, name = key.split(".")
+        positive(key, getattr(getattr(cfg, section), name))
+    for key in ("train.weight_decay", "train.warmup", "method.train_top_layers",
+                "train.early_stopping_patience"):
+        section, name = key.split(".")
+        positive(key, getattr(getattr(cfg, section), name), allow_zero=True)
+    if isinstance(cfg.data.val_fraction, float) and not 0 < cfg.data.val_fraction < 1:
+        errors.append(f"data.val_fraction: must be between 0 and 1, got {cfg.data.val_fraction!r}")
+    if isinstance(cfg.lora.dropout, float) and not 0 <= cfg.lora.dropout < 1:
+        errors.append(f"lora.dropout: must be in [0, 1), got {cfg.lora.dropout!r}")
+    if isinstance(cfg.train.layer_lr_decay, float) and not 0 < cfg.train.layer_lr_decay <= 1:
+        errors.append(f"train.layer_lr_decay: must be in (0, 1], got {cfg.train.layer_lr_decay!r}")
+
+
+def config_from_dict(data: dict[str, Any] | None) -> RunConfig:
+    """Build and validate a ``RunConfig``; raise one ``ConfigError`` listing every problem."""
+    errors: list[str] = []
+    cfg = _build(RunConfig, data or {}, "", errors)
+    if not errors:
+        _check_values(cfg, errors)
+    if errors:
+        raise ConfigError("invalid config: " + "; ".join(errors))
+    return cfg
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["train.lr=3e-5", "lora.r=16"]`` -> nested dict, values parsed as YAML scalars."""
+    nested: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not KEY=VALUE (e.g. train.lr=3e-5)")
+        key, raw = item.split("=", 1)
+        value = _parse_scalar(raw)
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with another override of {part!r}")
+        node[parts[-1]] = value
+    return nested
+
+
+def _parse_scalar(raw: str) -> Any:
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    # YAML 1.1 reads "3e-5" as a string; numbers are what people mean.
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            return value
+    return value
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``update`` into a copy of ``base``."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} not found")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{p}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of sections (model, data, train, ...)")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                extra: dict[str, Any] | None = None) -> RunConfig:
+    """Read YAML (optional), merge ``extra`` (e.g. CLI flags) then dotted overrides; validate."""
+    data = read_yaml(path) if path else {}
+    if extra:
+        data = merge(data, extra)
+    if overrides:
+        data = merge(data, parse_overrides(overrides))
+    return config_from_dict(data)
