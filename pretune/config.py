@@ -79,11 +79,30 @@ class TrainConfig:
     checkpoint_every: Optional[int] = None  # optimizer steps; None: at every evaluation
     keep_checkpoints: int = 2
     early_stopping_patience: Optional[int] = None  # evaluations without improvement
+    restore_best: bool = True  # end with the weights of the best evaluation
+    log_every: int = 10  # optimizer steps between training-loss lines in metrics.jsonl
     metric: Optional[str] = None  # selection metric; default accuracy / pearson
     group_by_length: bool = True
     seed: int = 42
     threads: Optional[int] = None
     progress: bool = True
+
+
+@dataclass
+class SearchConfig:
+    space: Optional[dict] = None  # dotted key -> spec (see pretune.search.space); None: the default space
+    objectives: Optional[list[str]] = None  # e.g. ["accuracy", "trainable_params:min"]; None: train.metric
+    n_trials: Optional[int] = 20  # trials in the study, counted over restarts
+    timeout: Optional[float] = None  # wall seconds for this invocation
+    budget_samples: Optional[int] = None  # training samples over all trials, pruned ones included
+    sampler: str = "tpe"  # tpe | random | grid | cmaes | qmc | gp | nsga2 | nsga3 | bruteforce
+    pruner: Optional[str] = None  # asha | hyperband | median | none; None: asha (single objective)
+    storage: Optional[str] = None  # SQLAlchemy URL; None: sqlite file study.db in the output folder
+    study: str = "pretune"
+    workers: int = 1  # worker processes on this machine, all on one storage
+    seed: int = 0
+    heartbeat: int = 30  # seconds; a trial silent for 2x this is marked failed and retried
+    keep_models: str = "best"  # best (Pareto set when multi-objective) | all
 
 
 @dataclass
@@ -93,6 +112,7 @@ class RunConfig:
     method: MethodConfig = field(default_factory=MethodConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     output: str = "runs/fit"
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,6 +160,8 @@ def _coerce(value: Any, tp: Any, key: str, errors: list[str]) -> Any:
             errors.append(f"{key}: expected {_type_name(tp)}, got {value!r}")
             return value
         return [_coerce(v, item_tp, f"{key}[{i}]", errors) for i, v in enumerate(value)]
+    if tp is dict and isinstance(value, dict):  # free-form mapping, validated by its stage
+        return value
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if tp is int and isinstance(value, float) and value.is_integer():
