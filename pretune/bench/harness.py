@@ -1,0 +1,212 @@
+"""The benchmark harness: one measurement protocol for every model folder and runtime.
+
+For a folder and a labelled eval file it measures
+- task metrics on the eval set (the same metrics ``pretune fit`` reports);
+- latency at batch 1: rows drawn once (seeded) from the eval set, pre-padded so only the model
+  is timed, ``warmup`` untimed calls, then ``runs`` timed calls; p50, p95 and mean in ms;
+- throughput: samples/s of the whole eval pass in length-sorted batches of ``batch_size``;
+- size on disk of the weight files, parameter count;
+- peak memory: the process's peak resident set (``VmHWM``) and its growth over the
+  pre-load baseline. It is only meaningful in a fresh process, which ``isolate=True`` gives.
+Threads are fixed for every runtime, so numbers compare.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..errors import PretuneError
+
+RESULT_FILE = "bench.json"
+
+
+@dataclass
+class BenchConfig:
+    threads: int = 2
+    batch_size: int = 32  # throughput batch
+    latency_rows: int = 64  # distinct eval rows used for batch-1 latency
+    warmup: int = 10
+    runs: int = 200  # timed batch-1 calls
+    max_length: int = 128
+    max_eval_samples: Optional[int] = None
+    seed: int = 0
+    isolate: bool = False  # measure in a fresh subprocess (honest peak memory)
+
+
+def _rss_mb(field: str) -> Optional[float]:
+    """``VmRSS`` / ``VmHWM`` of this process in MiB, from /proc (Linux); None elsewhere."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _pad_batch(enc, rows, pad_id: int) -> dict[str, np.ndarray]:
+    from ..data import collate
+
+    batch = collate(enc, rows, pad_id)
+    batch.pop("labels", None)
+    return {k: v.numpy() for k, v in batch.items()}
+
+
+def _eval_pass(runner, enc, pad_id: int, batch_size: int) -> tuple[np.ndarray, float]:
+    """Logits in row order and the seconds the model took over all batches."""
+    from ..data import eval_batches
+
+    batches = eval_batches(enc.lengths, batch_size)
+    runner.predict(_pad_batch(enc, batches[0], pad_id))  # warm-up: first call allocates
+    out, seconds = None, 0.0
+    for rows in batches:
+        feed = _pad_batch(enc, rows, pad_id)
+        t0 = time.perf_counter()
+        logits = runner.predict(feed)
+        seconds += time.perf_counter() - t0
+        if out is None:
+            out = np.zeros((len(enc), logits.shape[-1]), dtype=np.float32)
+        out[rows] = logits
+    return out, seconds
+
+
+def _latency(runner, enc, pad_id: int, cfg: BenchConfig) -> dict:
+    rng = np.random.default_rng(cfg.seed)
+    rows = rng.choice(len(enc), size=min(cfg.latency_rows, len(enc)), replace=False)
+    feeds = [_pad_batch(enc, [r], pad_id) for r in rows]
+    for i in range(cfg.warmup):
+        runner.predict(feeds[i % len(feeds)])
+    times = np.empty(cfg.runs)
+    for i in range(cfg.runs):
+        feed = feeds[i % len(feeds)]
+        t0 = time.perf_counter()
+        runner.predict(feed)
+        times[i] = (time.perf_counter() - t0) * 1000
+    return {"batch_size": 1, "p50": float(np.percentile(times, 50)), "p95": float(np.percentile(times, 95)),
+            "mean": float(times.mean()), "runs": cfg.runs, "warmup": cfg.warmup, "rows": len(rows),
+            "mean_tokens": float(enc.lengths[rows].mean())}
+
+
+def load_eval(path: str, tokenizer, config, text: str, text_pair: Optional[str], label: str, max_length: int,
+              max_samples: Optional[int] = None, seed: int = 0):
+    """Tokenize a labelled eval file against the labels the model was trained for; (Encoded, TaskSpec)."""
+    from ..config import DataConfig
+    from ..data import load_labelled
+    from ..data.dataset import subsample
+    from ..models import spec_of
+
+    spec = spec_of(config)
+    cfg = DataConfig(text=text, text_pair=text_pair, label=label, max_length=max_length)
+    enc = load_labelled(path, cfg, spec, tokenizer)
+    if len(enc) == 0:
+        raise PretuneError(f"{path}: no rows to evaluate")
+    if max_samples:
+        enc = enc.select(subsample(len(enc), max_samples, seed))
+    return enc, spec
+
+
+def measure(model_dir: str | os.PathLike, data: str, *, text: str = "text", text_pair: Optional[str] = None,
+            label: str = "label", cfg: Optional[BenchConfig] = None) -> dict:
+    """Benchmark ``model_dir`` in this process; see ``bench`` for the arguments and result."""
+    from ..metrics import compute_metrics, default_metric
+    from .runtimes import load_runner, read_manifest, weights_size_bytes
+
+    cfg = cfg or BenchConfig()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    start_rss = _rss_mb("VmRSS")
+    runner, config, tokenizer = load_runner(model_dir, cfg.threads)
+    enc, spec = load_eval(data, tokenizer, config, text, text_pair, label, cfg.max_length,
+                          cfg.max_eval_samples, cfg.seed)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    logits, seconds = _eval_pass(runner, enc, pad_id, cfg.batch_size)
+    metrics = compute_metrics(spec.task, logits, enc.labels, spec.num_labels)
+    latency = _latency(runner, enc, pad_id, cfg)
+    peak = _rss_mb("VmHWM")
+    folder = Path(model_dir)
+    return {
+        "model": str(folder), "format": read_manifest(folder).get("format"), "backend": runner.backend,
+        "threads": cfg.threads,
+        "eval": {"file": str(data), "rows": len(enc), "metric": default_metric(spec.task), "metrics": metrics},
+        "latency_ms": latency,
+        "throughput": {"batch_size": cfg.batch_size, "samples_per_s": len(enc) / max(seconds, 1e-9),
+                       "order": "length-sorted batches"},
+        "size_mb": weights_size_bytes(folder) / 2**20,
+        "folder_mb": sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20,
+        "parameters": int(runner.num_parameters()),
+        "memory": {"peak_rss_mb": peak, "start_rss_mb": start_rss,
+                   "model_rss_mb": None if peak is None or start_rss is None else peak - start_rss,
+                   "isolated": cfg.isolate},
+        "environment": _environment(),
+    }
+
+
+def _environment() -> dict:
+    import torch
+
+    env = {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or
+           platform.machine(), "cpu_count": os.cpu_count()}
+    try:
+        import onnxruntime
+        env["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return env
+
+
+def bench(model_dir: str | os.PathLike, data: str, *, text: str = "text", text_pair: Optional[str] = None,
+          label: str = "label", output: str | os.PathLike | None = None,
+          cfg: Optional[BenchConfig] = None) -> dict:
+    """Benchmark a model or variant folder on a labelled eval file.
+
+    Args:
+        model_dir: a fine-tuned Hugging Face folder or a ``pretune compress`` variant folder.
+        data: labelled CSV/TSV/JSONL/Parquet file.
+        text, text_pair, label: column names.
+        output: folder for ``bench.json`` (written atomically); None writes nothing.
+        cfg: threads, batch size, latency repeats, ``isolate`` (fresh subprocess).
+
+    Returns:
+        The result dict: eval metrics, latency_ms (p50/p95/mean at batch 1), throughput,
+        size_mb, parameters, memory, environment.
+
+    Raises:
+        ModelError: not a model folder. DataError: bad eval file. PretuneError: the worker failed.
+    """
+    from ..models import check_model_folder
+    from .runtimes import read_manifest
+
+    cfg = cfg or BenchConfig()
+    folder = Path(model_dir)
+    if not folder.is_dir() or read_manifest(folder).get("format") == "hf":
+        check_model_folder(folder)  # one-line error before any subprocess starts
+    if cfg.isolate:
+        result = _measure_in_subprocess(folder, data, text, text_pair, label, cfg)
+    else:
+        result = measure(folder, data, text=text, text_pair=text_pair, label=label, cfg=cfg)
+    if output is not None:
+        from ..utils import write_json
+        write_json(Path(output) / RESULT_FILE, result)
+    return result
+
+
+def _measure_in_subprocess(folder: Path, data: str, text, text_pair, label, cfg: BenchConfig) -> dict:
+    args = {"model_dir": str(folder), "data": str(data), "text": text, "text_pair": text_pair, "label": label,
+            "cfg": asdict(cfg)}
+    env = dict(os.environ, OMP_NUM_THREADS=str(cfg.threads), MKL_NUM_THREADS=str(cfg.threads),
+               TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, "-m", "pretune.bench.worker", json.dumps(args)], env=env,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = [ln for ln in (proc.stdout + proc.stderr).strip().splitlines() if ln.strip()]
+        raise PretuneError(f"benchmark of {folder} failed: {lines[-1] if lines else 'no output'}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

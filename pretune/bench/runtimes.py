@@ -1,0 +1,262 @@
+"""Runtimes: load any model or variant folder into one small ``Runner`` interface.
+
+A folder is one of
+- a plain Hugging Face folder (``config.json`` + safetensors): PyTorch fp32;
+- a variant folder written by ``pretune compress``, whose ``pretune_variant.json``
+  names its ``format``: ``torch-int8-dynamic`` (int8 weights in safetensors,
+  rebuilt into a dynamically quantized PyTorch model) or ``onnx`` (a ``.onnx``
+  file run by ONNX Runtime).
+Every folder also holds the tokenizer and ``config.json`` (labels, task).
+
+The PyTorch int8 path goes through ``torch.ao.quantization``, deprecated in
+torch 2.13: it is reached only through ``TORCH_INT8_BACKEND`` (a function that
+can be swapped when torch removes it) and its warnings are silenced here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ModelError
+
+MANIFEST = "pretune_variant.json"
+WEIGHT_SUFFIXES = (".safetensors", ".onnx", ".onnx.data", ".bin", ".data")
+
+
+class Runner(Protocol):
+    """What the harness needs from a runtime: logits for a padded batch."""
+
+    backend: str  # "pytorch" | "onnxruntime"
+
+    def predict(self, batch: dict[str, np.ndarray]) -> np.ndarray:  # (B, T) int64 inputs -> (B, C) logits
+        ...
+
+    def num_parameters(self) -> int:
+        ...
+
+
+def read_manifest(folder: str | os.PathLike) -> dict:
+    """The variant manifest of ``folder``; ``{"format": "hf"}`` for a plain Hugging Face folder."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return {"format": "hf"}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ModelError(f"{path}: not valid JSON ({e}); re-create the variant with pretune compress") from None
+
+
+def write_manifest(folder: str | os.PathLike, **fields) -> None:
+    Path(folder, MANIFEST).write_text(json.dumps(fields, indent=2) + "\n", encoding="utf-8")
+
+
+def weights_size_bytes(folder: str | os.PathLike) -> int:
+    """Bytes of the weight files (safetensors, onnx and its external data); tokenizer excluded."""
+    return sum(f.stat().st_size for f in Path(folder).iterdir()
+               if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES))
+
+
+# ------------------------------------------------------------------ PyTorch
+
+
+@dataclass
+class TorchRunner:
+    model: nn.Module
+    backend: str = "pytorch"
+
+    @torch.inference_mode()
+    def predict(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        inputs = {k: torch.from_numpy(v) for k, v in batch.items()}
+        return self.model(**inputs).logits.float().numpy()
+
+    def num_parameters(self) -> int:
+        return torch_parameter_count(self.model)
+
+
+def torch_parameter_count(model: nn.Module) -> int:
+    """Parameters, counting the packed int8 weights of dynamically quantized Linears too."""
+    n = sum(p.numel() for p in model.parameters())
+    for mod in model.modules():
+        if hasattr(mod, "_packed_params") and callable(getattr(mod, "weight", None)):
+            w, b = mod._weight_bias()
+            n += w.numel() + (b.numel() if b is not None else 0)
+    return n
+
+
+def _quiet():
+    """Silence torch.ao's deprecation chatter and the quantized-engine warnings."""
+    ctx = warnings.catch_warnings()
+    ctx.__enter__()
+    warnings.simplefilter("ignore")
+    return ctx
+
+
+def quantize_dynamic_ao(model: nn.Module, modules: Optional[set[str]] = None, per_channel: bool = True) -> nn.Module:
+    """Dynamic int8 Linear layers through ``torch.ao.quantization.quantize_dynamic`` (deprecated in 2.13).
+
+    Args:
+        model: an fp32 model; it is not modified.
+        modules: qualified names of the Linear layers to quantize; None quantizes every Linear.
+        per_channel: one scale per output row (more accurate than one per tensor, same speed).
+
+    Returns:
+        A new model whose chosen Linears run int8 matmuls with activations quantized on the fly.
+    """
+    ctx = _quiet()
+    try:
+        from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+        qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
+        spec = {nn.Linear: qconfig} if modules is None else {name: qconfig for name in modules}
+        return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=False)
+    finally:
+        ctx.__exit__(None, None, None)
+
+
+# Swap this (e.g. for a torchao-based function) when torch.ao.quantization is removed;
+# signature: (model, modules, per_channel) -> quantized model.
+TORCH_INT8_BACKEND: Callable[..., nn.Module] = quantize_dynamic_ao
+
+
+def int8_linear_names(model: nn.Module) -> list[str]:
+    return [name for name, mod in model.named_modules() if hasattr(mod, "_packed_params")]
+
+
+def save_torch_int8(model: nn.Module, folder: str | os.PathLike) -> None:
+    """Save a dynamically quantized model as safetensors: int8 weights + scales, fp32 for the rest."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    quantized = int8_linear_names(model)
+    for name in quantized:
+        w, b = model.get_submodule(name)._weight_bias()
+        tensors[f"{name}.weight.int8"] = w.int_repr().contiguous()
+        if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+            tensors[f"{name}.weight.scale"] = w.q_per_channel_scales().float().contiguous()
+            tensors[f"{name}.weight.zero_point"] = w.q_per_channel_zero_points().to(torch.int64).contiguous()
+        else:
+            tensors[f"{name}.weight.scale"] = torch.tensor([w.q_scale()], dtype=torch.float32)
+            tensors[f"{name}.weight.zero_point"] = torch.tensor([w.q_zero_point()], dtype=torch.int64)
+        if b is not None:
+            tensors[f"{name}.bias"] = b.detach().contiguous()
+    for key, value in model.state_dict().items():
+        if isinstance(value, torch.Tensor) and not value.is_quantized and "_packed_params" not in key:
+            tensors.setdefault(key, value.detach().contiguous())
+    # Tied weights share storage; safetensors refuses shared tensors, so store copies.
+    tensors = {k: v.clone() for k, v in tensors.items()}
+    save_file(tensors, str(Path(folder) / "model.safetensors"), metadata={"format": "pt"})
+    model.config.save_pretrained(str(folder))
+    write_manifest(folder, format="torch-int8-dynamic", quantized_modules=quantized,
+                   per_channel=any(k.endswith(".zero_point") and tensors[k].numel() > 1 for k in tensors))
+
+
+def load_torch_int8(folder: Path, manifest: dict) -> nn.Module:
+    """Rebuild a model saved by ``save_torch_int8``: quantize a skeleton, then set the saved int8 weights."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    config = AutoConfig.from_pretrained(str(folder))
+    # A randomly initialised skeleton (not meta tensors: non-persistent buffers such as
+    # position ids must be real); every saved tensor then overwrites its init.
+    model = AutoModelForSequenceClassification.from_config(config)
+    tensors = load_file(str(folder / "model.safetensors"))
+    names = manifest["quantized_modules"]
+    plain = {k: v for k, v in tensors.items() if not any(k.startswith(n + ".") for n in names)}
+    missing = [k for k in model.state_dict() if k not in plain
+               and not any(k.startswith(n + ".") for n in names)]
+    model.load_state_dict(plain, strict=False)
+    if missing:
+        raise ModelError(f"{folder}: int8 weights file lacks {missing[:3]}; re-create the variant")
+    model = TORCH_INT8_BACKEND(model, set(names), manifest.get("per_channel", True))
+    ctx = _quiet()
+    try:
+        for name in names:
+            q = tensors[f"{name}.weight.int8"]
+            scale, zp = tensors[f"{name}.weight.scale"], tensors[f"{name}.weight.zero_point"]
+            if scale.numel() > 1:
+                w = torch._make_per_channel_quantized_tensor(q, scale.double(), zp, 0)
+            else:
+                w = torch._make_per_tensor_quantized_tensor(q, float(scale), int(zp))
+            model.get_submodule(name).set_weight_bias(w, tensors.get(f"{name}.bias"))
+    finally:
+        ctx.__exit__(None, None, None)
+    return model.eval()
+
+
+# ------------------------------------------------------------------ ONNX Runtime
+
+
+class OrtRunner:
+    backend = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3  # errors only: keep the console clean
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own untyped errors
+            raise ModelError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]})") from None
+        self.path = path
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def predict(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        feed = {k: batch[k] for k in self.inputs if k in batch}
+        if "attention_mask" in self.inputs and "attention_mask" not in feed:
+            feed["attention_mask"] = np.ones_like(batch["input_ids"])
+        if "token_type_ids" in self.inputs and "token_type_ids" not in feed:
+            feed["token_type_ids"] = np.zeros_like(batch["input_ids"])
+        return self.session.run(None, feed)[0]
+
+    def num_parameters(self) -> int:
+        import onnx
+
+        model = onnx.load(str(self.path), load_external_data=False)
+        return int(sum(np.prod(t.dims, dtype=np.int64) for t in model.graph.initializer))
+
+
+# ------------------------------------------------------------------ dispatch
+
+
+def load_runner(folder: str | os.PathLike, threads: int = 2):
+    """Load ``folder`` with the runtime its manifest names; returns (Runner, HF config, tokenizer).
+
+    Raises:
+        ModelError: the folder is missing, is not a model folder, or names an unknown format.
+    """
+    from transformers import AutoConfig
+
+    from ..models import check_model_folder, load_finetuned, load_tokenizer
+
+    folder = Path(folder)
+    manifest = read_manifest(folder) if folder.is_dir() else {"format": "hf"}
+    fmt = manifest.get("format")
+    torch.set_num_threads(threads)
+    if fmt == "hf":
+        model, tokenizer, _ = load_finetuned(folder)
+        return TorchRunner(model), model.config, tokenizer
+    if not (folder / "config.json").is_file():
+        raise ModelError(f"{folder}: variant folder lacks config.json; re-create it with pretune compress")
+    config, tokenizer = AutoConfig.from_pretrained(str(folder)), load_tokenizer(folder)
+    if fmt == "torch-int8-dynamic":
+        return TorchRunner(load_torch_int8(folder, manifest)), config, tokenizer
+    if fmt == "onnx":
+        path = folder / manifest.get("file", "model.onnx")
+        if not path.is_file():
+            raise ModelError(f"{folder}: {path.name} is missing; re-create the ONNX variant")
+        return OrtRunner(path, threads), config, tokenizer
+    check_model_folder(folder)
+    raise ModelError(f"{folder}/{MANIFEST}: unknown format {fmt!r}; expected hf, torch-int8-dynamic or onnx")

@@ -1,0 +1,91 @@
+"""Command line: ``pretune SUBCOMMAND ...``. The only place that parses argv and sets up logging.
+
+Each subcommand lives in its stage's ``cli`` module, which exposes
+``add_arguments(parser)`` and ``run(args) -> int``. A ``PretuneError`` is printed
+as one line (no traceback) with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+import warnings
+
+from .errors import PretuneError
+
+# name -> (module, one-line help). Modules are imported only when their command runs.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "fit": ("pretune.fit_cli", "fine-tune a model on labelled data"),
+    "eval": ("pretune.fit_cli:eval", "evaluate a fine-tuned model folder on a labelled file"),
+    "predict": ("pretune.fit_cli:predict", "predict labels and probabilities for a file (JSONL out)"),
+    "validate": ("pretune.fit_cli:validate", "check a config file and print it resolved"),
+}
+
+
+def _load(spec: str):
+    module, _, prefix = spec.partition(":")
+    mod = importlib.import_module(module)
+    add = getattr(mod, f"add_{prefix}_arguments" if prefix else "add_arguments")
+    run = getattr(mod, f"run_{prefix}" if prefix else "run")
+    return add, run
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pretune", description="Fine-tune, search, compress and report on "
+                                     "a pretrained transformer within a compute budget.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (spec, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if only is None or only == name:
+            add, run = _load(spec)
+            add(p)
+            p.set_defaults(_run=run)
+    return parser
+
+
+def quiet_libraries(verbose: bool = False) -> None:
+    """Keep the console for pretune's own output: libraries speak only on errors."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+    if not verbose:
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning)
+        try:
+            from transformers.utils import logging as hf_logging
+            hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()
+        except ImportError:
+            pass
+        for name in ("optuna", "torch", "onnxruntime", "peft", "accelerate"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # Build only the chosen subcommand's arguments: `pretune fit` never imports onnxruntime.
+    only = next((a for a in argv if a in COMMANDS), None)
+    parser = build_parser(only)
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 0 if not argv else 2
+    quiet_libraries(args.verbose)
+    try:
+        return int(args._run(args) or 0)
+    except PretuneError as e:
+        if args.verbose:
+            raise
+        print(f"pretune {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"pretune {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""``fit``: data -> model -> method -> train -> saved model folder and results.
+
+Everything that can be wrong with the input (config, data, model folder) is
+checked before the run folder is created, so bad input leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .config import RunConfig, config_from_dict, load_config
+from .data import TaskData, load_task_data
+from .errors import ConfigError
+from .models import apply_method, check_model_folder, count_parameters, load_for_task, load_tokenizer, unwrap_for_saving
+from .train import Callback, evaluate, train
+from .utils import atomic_path, read_jsonl, set_threads, write_json
+
+log = logging.getLogger("pretune")
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    model_dir: Path
+    eval: dict[str, float]  # final metrics of the saved model on the eval set
+    history: list[dict] = field(default_factory=list)
+    best_step: Optional[int] = None
+    steps: int = 0
+    train_samples: int = 0
+    train_tokens: int = 0
+    seconds: float = 0.0
+    trainable_params: int = 0
+    total_params: int = 0
+
+    @classmethod
+    def from_json(cls, run_dir: Path, data: dict[str, Any]) -> "FitResult":
+        return cls(run_dir, run_dir / "model", data["eval"], data.get("history", []), data.get("best_step"),
+                   data.get("steps", 0), data.get("train_samples", 0), data.get("train_tokens", 0),
+                   data.get("train_seconds", 0.0), data.get("trainable_params", 0), data.get("total_params", 0))
+
+
+def as_config(cfg: RunConfig | dict | str | Path | None) -> RunConfig:
+    if cfg is None:
+        return RunConfig()
+    if isinstance(cfg, RunConfig):
+        return cfg
+    if isinstance(cfg, dict):
+        return config_from_dict(cfg)
+    return load_config(cfg)
+
+
+def prepare(cfg: RunConfig):
+    """Load and check everything a fit needs: (tokenizer, TaskData, model ready to train)."""
+    if not cfg.model.path:
+        raise ConfigError("no model: pass --model DIR or set model.path")
+    check_model_folder(cfg.model.path, cfg.model.allow_pickle)
+    tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
+    data = load_task_data(cfg.data, tokenizer, seed=cfg.train.seed)
+    model, tokenizer = load_for_task(cfg.model, data.spec)
+    model = apply_method(model, cfg)
+    return tokenizer, data, model
+
+
+def _claim_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Optional[dict]:
+    """Return the finished results when resuming a finished run; refuse to clobber another run."""
+    results = run_dir / "results.json"
+    if resume and results.exists():
+        import json
+        return json.loads(results.read_text())
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        if not overwrite:
+            raise ConfigError(f"output folder {run_dir} already holds a run; pass --resume to continue it, "
+                              "--overwrite to replace it, or choose another --output")
+        shutil.rmtree(run_dir)
+    return None
+
+
+def fit(cfg: RunConfig | dict | str | Path | None = None, *, callback: Callback | None = None,
+        resume: bool = False, overwrite: bool = False) -> FitResult:
+    """Fine-tune ``cfg.model.path`` on ``cfg.data`` and save the result under ``cfg.output``.
+
+    Args:
+        cfg: a ``RunConfig``, a dict of sections, or a YAML path.
+        callback: ``callback(step, metrics)`` after each evaluation (search uses it to prune).
+        resume: continue from the newest checkpoint in the run folder.
+        overwrite: replace an existing run folder.
+
+    Returns:
+        FitResult with the run folder, the saved model folder and the final eval metrics.
+
+    Raises:
+        PretuneError: bad config, data or model folder (before anything is written).
+    """
+    cfg = as_config(cfg)
+    run_dir = Path(cfg.output)
+    done = _claim_run_dir(run_dir, resume, overwrite)
+    if done is not None:
+        log.info("run %s is already finished; nothing to resume", run_dir)
+        return FitResult.from_json(run_dir, done)
+    set_threads(cfg.train.threads)
+    tokenizer, data, model = prepare(cfg)  # raises on bad input before the folder exists
+    trainable, total = count_parameters(model)
+    _describe(cfg, data, trainable, total)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(run_dir / "config.yaml") as tmp:
+        tmp.write_text(cfg.to_yaml())
+    started = time.time()
+    result = train(model, data.train, data.eval, data.spec, cfg.train, pad_id=tokenizer.pad_token_id,
+                   run_dir=run_dir, callback=callback, resume=resume)
+    final = unwrap_for_saving(model, merge=cfg.lora.merge)
+    metrics = evaluate(final, data.eval, data.spec, cfg.train.eval_batch_size, tokenizer.pad_token_id,
+                       cfg.train.bf16)
+    model_dir = run_dir / "model"
+    with atomic_path(model_dir) as tmp:
+        final.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+    out = {
+        "eval": metrics, "metric": result.metric, "best_step": result.best_step, "steps": result.step,
+        "stopped_early": result.stopped_early, "train_samples": result.samples, "train_tokens": result.tokens,
+        "train_seconds": result.seconds, "samples_per_s": result.samples / max(result.seconds, 1e-9),
+        "wall_seconds": time.time() - started, "trainable_params": trainable, "total_params": total,
+        "task": data.spec.task, "labels": data.spec.labels, "method": cfg.method.name,
+        "train_rows": len(data.train), "eval_rows": len(data.eval), "eval_source": data.eval_source,
+        "model_dir": str(model_dir), "history": result.history, "environment": environment(),
+    }
+    write_json(run_dir / "results.json", out)
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+    log.info("done: %s; model saved to %s", shown, model_dir)
+    return FitResult(run_dir, model_dir, metrics, result.history, result.best_step, result.step, result.samples,
+                     result.tokens, result.seconds, trainable, total)
+
+
+def _describe(cfg: RunConfig, data: TaskData, trainable: int, total: int) -> None:
+    task = data.spec.task if data.spec.task == "regression" else \
+        f"classification over {len(data.spec.labels)} labels ({', '.join(data.spec.labels[:8])})"
+    log.info("%s; train %d rows, eval %d rows (%s)", task, len(data.train), len(data.eval), data.eval_source)
+    log.info("method %s: %s of %s parameters train (%.2f%%)", cfg.method.name, f"{trainable:,}", f"{total:,}",
+             100 * trainable / max(total, 1))
+
+
+def environment() -> dict[str, Any]:
+    """Versions and hardware, saved with every result so numbers can be compared later."""
+    import platform
+
+    import torch
+    import transformers
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__,
+                "transformers": transformers.__version__}
+    for name in ("peft", "optuna", "onnxruntime"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            pass
+    return {"versions": versions, "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+            "cuda": torch.cuda.is_available()}

@@ -1,0 +1,150 @@
+"""Name -> Optuna object: samplers, pruners, storages and objective directions.
+
+Each registry maps a name to a small builder; an unknown name lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import optuna
+
+from ..errors import ConfigError
+from .space import Param, grid_values
+
+log = logging.getLogger("pretune.search")
+
+
+def _tpe(seed: int, params: dict[str, Param], multi: bool) -> optuna.samplers.BaseSampler:
+    # multivariate + group handle conditional spaces (lora.* only under method lora) jointly.
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=5)
+
+
+def _grid(seed: int, params: dict[str, Param], multi: bool) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.GridSampler(grid_values(params), seed=seed)
+
+
+SAMPLERS: dict[str, Callable[[int, dict[str, Param], bool], optuna.samplers.BaseSampler]] = {
+    "tpe": _tpe,
+    "random": lambda seed, params, multi: optuna.samplers.RandomSampler(seed=seed),
+    "grid": _grid,
+    "cmaes": lambda seed, params, multi: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
+    "qmc": lambda seed, params, multi: optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False),
+    "gp": lambda seed, params, multi: optuna.samplers.GPSampler(seed=seed),
+    "nsga2": lambda seed, params, multi: optuna.samplers.NSGAIISampler(seed=seed),
+    "nsga3": lambda seed, params, multi: optuna.samplers.NSGAIIISampler(seed=seed),
+    "bruteforce": lambda seed, params, multi: optuna.samplers.BruteForceSampler(seed=seed),
+}
+
+PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
+    # ASHA: stop a trial at each rung unless it is in the top 1/3 of its peers there.
+    "asha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+    "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3),
+    "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
+    "none": lambda: optuna.pruners.NopPruner(),
+}
+
+# Metrics better when smaller; anything else is maximised unless marked ":min".
+_MINIMISED = ("loss", "trainable_params", "total_params", "seconds", "train_samples", "latency", "size", "mse",
+              "mae", "rmse")
+
+
+def make_sampler(name: str, seed: int, params: dict[str, Param], multi: bool = False) -> optuna.samplers.BaseSampler:
+    """Build a seeded sampler by name.
+
+    Raises:
+        ConfigError: unknown name, or a grid over a continuous parameter.
+    """
+    if name not in SAMPLERS:
+        raise ConfigError(f"search.sampler: unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    return SAMPLERS[name](seed, params, multi)
+
+
+def make_pruner(name: Optional[str], multi: bool) -> optuna.pruners.BasePruner:
+    """Build a pruner by name; ``None`` means ASHA, or none for multi-objective studies.
+
+    Raises:
+        ConfigError: unknown name, or pruning asked of a multi-objective study (Optuna cannot prune those).
+    """
+    if name is None:
+        name = "none" if multi else "asha"
+    if name not in PRUNERS:
+        raise ConfigError(f"search.pruner: unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")
+    if multi and name != "none":
+        raise ConfigError(f"search.pruner: {name!r} cannot prune a multi-objective study; set search.pruner=none "
+                          "or keep one objective")
+    return PRUNERS[name]()
+
+
+def parse_objectives(objectives: Optional[list[str]], default_metric: str) -> list[tuple[str, str]]:
+    """``["accuracy", "trainable_params:min"]`` -> ``[("accuracy", "maximize"), ("trainable_params", "minimize")]``.
+
+    Raises:
+        ConfigError: an empty list, a repeated metric or a direction other than min/max.
+    """
+    names = objectives or [default_metric]
+    out = []
+    for item in names:
+        metric, _, way = str(item).partition(":")
+        metric = metric.strip()
+        if not metric:
+            raise ConfigError(f"search.objectives: empty metric name in {names!r}")
+        if way in ("min", "minimize"):
+            direction = "minimize"
+        elif way in ("max", "maximize"):
+            direction = "maximize"
+        elif way == "":
+            direction = "minimize" if any(m in metric for m in _MINIMISED) else "maximize"
+        else:
+            raise ConfigError(f"search.objectives: {item!r}: write METRIC, METRIC:min or METRIC:max")
+        out.append((metric, direction))
+    if len({m for m, _ in out}) < len(out):
+        raise ConfigError(f"search.objectives: a metric is listed twice in {names!r}")
+    return out
+
+
+def default_storage_url(output: str | Path) -> str:
+    """SQLite file ``study.db`` inside the search folder (created if missing)."""
+    path = Path(output).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path / 'study.db'}"
+
+
+def make_storage(url: str, heartbeat: Optional[int]) -> optuna.storages.RDBStorage:
+    """Open (and create the tables of) an Optuna RDB storage with heartbeat and retry of dead trials.
+
+    Args:
+        url: any SQLAlchemy URL (sqlite:///path, postgresql://user@host:port/db, ...).
+        heartbeat: seconds between heartbeats; a running trial silent for twice this is failed and re-queued.
+
+    Raises:
+        ConfigError: the URL cannot be parsed or the database cannot be reached.
+    """
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        # Several worker processes share one file: wait for the lock instead of failing at once.
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {}
+    if heartbeat:
+        kwargs = dict(heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
+                      heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+    except Exception as e:  # sqlalchemy raises many kinds: bad URL, missing driver, refused connection
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"search.storage: cannot open {_redact(url)!r} ({reason}); check the URL, that the "
+                          "database server is running and its driver is installed (PostgreSQL: pip install "
+                          "psycopg2-binary)") from None
+
+
+def _redact(url: str) -> str:
+    # Never print a password from a URL like postgresql://user:secret@host/db.
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':')[0]}:***@{host}" if ":" in creds else url
+    return url

@@ -1,0 +1,262 @@
+"""The search loop: one trial = one ``fit`` of a sampled config; budgets; worker processes.
+
+Each worker process opens the shared storage and runs ``study.optimize``; Optuna
+hands out trials, so workers never collide. Budgets are counted from the storage,
+so they hold over restarts and over all workers (a worker may overshoot
+``n_trials`` by the trials already running elsewhere: at most workers - 1).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import multiprocessing as mp
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import optuna
+from optuna.trial import TrialState
+
+from ..config import config_from_dict, merge
+from ..errors import ConfigError, PretuneError
+from . import distributed
+from .plan import SearchPlan, open_study
+from .space import suggest, to_overrides
+
+log = logging.getLogger("pretune.search")
+
+TrainFn = Callable[..., Any]  # fit(cfg, *, callback=None, overwrite=False) -> FitResult-like
+BUDGET_STOP = "stopped by the search budget"
+# Exceptions that fail one trial but not the study: bad combinations, NaN loss, out of memory.
+_OOM = tuple(t for t in (getattr(__import__("torch"), "OutOfMemoryError", None),) if t) + (MemoryError,)
+TRIAL_ERRORS = (PretuneError, *_OOM)
+
+
+class BudgetStop(PretuneError):
+    """Raised inside a trial when the wall-time budget runs out; the trial is failed and not counted."""
+
+
+def _default_train_fn(cfg, **kwargs):
+    from ..finetune import fit
+    return fit(cfg, **kwargs)
+
+
+# ----------------------------------------------------------------------------- counting
+
+
+def is_counted(t: optuna.trial.FrozenTrial) -> bool:
+    """Whether a finished trial uses up ``n_trials``: not one killed (heartbeat) and re-run, not one cut by budget."""
+    if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    reason = t.user_attrs.get("fail_reason")
+    return t.state == TrialState.FAIL and reason is not None and reason != BUDGET_STOP
+
+
+def counts(trials: list[optuna.trial.FrozenTrial]) -> dict[str, int]:
+    """Trials by outcome; ``done`` is what counts toward ``n_trials``."""
+    c = {"done": 0, "complete": 0, "pruned": 0, "failed": 0, "retried": 0, "running": 0, "waiting": 0}
+    for t in trials:
+        if t.state == TrialState.COMPLETE:
+            c["complete"] += 1
+        elif t.state == TrialState.PRUNED:
+            c["pruned"] += 1
+        elif t.state == TrialState.FAIL:
+            c["failed" if is_counted(t) else "retried"] += 1
+        elif t.state == TrialState.RUNNING:
+            c["running"] += 1
+        elif t.state == TrialState.WAITING:
+            c["waiting"] += 1
+        c["done"] += int(is_counted(t))
+    return c
+
+
+def samples_used(trials: list[optuna.trial.FrozenTrial]) -> int:
+    return sum(int(t.user_attrs.get("train_samples", 0)) for t in trials)
+
+
+def budget_left(plan: SearchPlan, trials: list, deadline: Optional[float]) -> Optional[str]:
+    """None while there is budget for another trial, else why not."""
+    c = counts(trials)
+    if plan.n_trials is not None and c["done"] + c["running"] >= plan.n_trials:
+        return f"{plan.n_trials} trials"
+    if plan.budget_samples is not None and samples_used(trials) >= plan.budget_samples:
+        return f"{plan.budget_samples:,} training samples"
+    if deadline is not None and time.time() >= deadline:
+        return "wall time"
+    return None
+
+
+# ----------------------------------------------------------------------------- one trial
+
+
+def trial_config(plan: SearchPlan, values: dict[str, Any], trial_dir: Path):
+    """The run config of one trial: base config + sampled values, quiet, writing into ``trial_dir``.
+
+    Raises:
+        ConfigError: the sampled values are an invalid combination.
+    """
+    data = merge(plan.base, to_overrides(values))
+    data["output"] = str(trial_dir)
+    data["train"] = dict(data["train"], progress=False)
+    return config_from_dict(data)
+
+
+def _objective_values(plan: SearchPlan, result: Any) -> list[float]:
+    out = []
+    for metric, _ in plan.objectives:
+        if metric in result.eval:
+            out.append(float(result.eval[metric]))
+        elif isinstance(getattr(result, metric, None), (int, float)):
+            out.append(float(getattr(result, metric)))
+        else:
+            have = sorted(result.eval) + ["trainable_params", "total_params", "train_samples", "seconds"]
+            raise ConfigError(f"search.objectives: metric {metric!r} not produced; available: {', '.join(have)}")
+    return out
+
+
+def _make_callback(trial: optuna.Trial, plan: SearchPlan, deadline: Optional[float]) -> Callable:
+    metric = plan.objectives[0][0]
+    world = distributed.world_size()
+
+    def callback(step: int, metrics: dict) -> None:
+        samples = int(metrics.get("samples", 0)) * world
+        trial.set_user_attr("train_samples", samples)
+        prune, stop = False, deadline is not None and time.time() >= deadline
+        if not plan.multi and metric in metrics:
+            # Report against samples seen, the one resource comparable across batch sizes and epochs.
+            trial.report(float(metrics[metric]), max(samples, step))
+            prune = trial.should_prune()
+        prune, stop = distributed.agree(prune, stop)
+        if stop:
+            raise BudgetStop(BUDGET_STOP)
+        if prune:
+            raise optuna.TrialPruned(f"pruned at step {step} ({metric}={metrics.get(metric)})")
+    return callback
+
+
+def _fail_reason(e: BaseException) -> str:
+    if isinstance(e, _OOM):
+        return f"out of memory: {e}".strip()[:500]
+    return str(e).splitlines()[0][:500] if str(e) else type(e).__name__
+
+
+def run_trial(trial: optuna.Trial, plan: SearchPlan, train_fn: TrainFn, deadline: Optional[float]):
+    """Sample, train and score one trial; record its samples, metrics and, on failure, the reason.
+
+    Returns:
+        The objective value (one objective) or values.
+
+    Raises:
+        optuna.TrialPruned: the pruner stopped it. Any ``TRIAL_ERRORS``: the trial failed (reason recorded).
+    """
+    trial.set_user_attr("train_samples", 0)  # a re-run of a killed trial inherits the old attrs
+    trial.set_user_attr("fail_reason", None)
+    trial_dir = plan.output / "trials" / f"{trial.number:04d}"
+    trial.set_user_attr("dir", str(trial_dir))
+    started = time.time()
+    try:
+        values = distributed.same_params(suggest(trial, plan.params))
+        cfg = trial_config(plan, values, trial_dir)
+        result = train_fn(cfg, callback=_make_callback(trial, plan, deadline), overwrite=True)
+        scores = _objective_values(plan, result)
+    except optuna.TrialPruned:
+        raise
+    except TRIAL_ERRORS as e:
+        trial.set_user_attr("fail_reason", _fail_reason(e))
+        raise
+    finally:
+        trial.set_user_attr("seconds", round(time.time() - started, 3))
+        # Trials are re-run, never resumed: their checkpoints are dead weight.
+        shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)
+        gc.collect()
+    trial.set_user_attr("train_samples", int(result.train_samples))
+    trial.set_user_attr("metrics", {k: float(v) for k, v in result.eval.items()})
+    trial.set_user_attr("trainable_params", int(result.trainable_params))
+    trial.set_user_attr("total_params", int(result.total_params))
+    trial.set_user_attr("model_dir", str(result.model_dir))
+    return scores[0] if len(scores) == 1 else scores
+
+
+# ----------------------------------------------------------------------------- workers
+
+
+def _keep_set(study: optuna.Study) -> set[int]:
+    """Trials whose model must stay: the best, or the Pareto set. Once out, a trial never comes back in."""
+    try:
+        return {t.number for t in study.best_trials}
+    except ValueError:
+        return set()
+
+
+def _drop_models(study: optuna.Study, plan: SearchPlan) -> None:
+    if plan.keep_models == "all" or distributed.rank() != 0:
+        return
+    keep = _keep_set(study)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.number not in keep and t.user_attrs.get("model_dir"):
+            shutil.rmtree(t.user_attrs["model_dir"], ignore_errors=True)
+
+
+def work(plan: SearchPlan, train_fn: Optional[TrainFn] = None, index: int = 0, deadline: Optional[float] = None,
+         progress: Optional[Callable] = None) -> None:
+    """One worker: run trials until a budget is spent. Safe to run in several processes at once.
+
+    Args:
+        plan: from ``make_plan``.
+        train_fn: ``fit``-like function; default ``pretune.fit``.
+        index: worker number, to decorrelate samplers.
+        deadline: ``time.time()`` at which to stop.
+        progress: called as ``progress(study)`` after each trial.
+    """
+    train_fn = train_fn or _default_train_fn
+    if distributed.rank() != 0:
+        return distributed.follow(train_fn)
+    probe = open_study(plan)
+    optuna.storages.fail_stale_trials(probe)  # a trial killed with its worker: fail it and queue a re-run
+    # A restarted or parallel sampler must not replay the same random draws.
+    study = open_study(plan, seed_offset=1000 * index + len(probe.get_trials(deepcopy=False)))
+
+    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        _drop_models(study, plan)
+        if progress:
+            progress(study)
+        if budget_left(plan, study.get_trials(deepcopy=False), deadline):
+            study.stop()
+
+    try:
+        if budget_left(plan, study.get_trials(deepcopy=False), deadline) is None:
+            timeout = None if deadline is None else max(deadline - time.time(), 0.0)
+            study.optimize(lambda t: run_trial(t, plan, train_fn, deadline), timeout=timeout,
+                           catch=TRIAL_ERRORS, callbacks=[after_trial], gc_after_trial=True)
+    finally:
+        distributed.release_followers()
+
+
+def _spawned(plan: SearchPlan, train_fn: Optional[TrainFn], index: int, deadline: Optional[float]) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    work(plan, train_fn, index, deadline)
+
+
+def run_workers(plan: SearchPlan, train_fn: Optional[TrainFn], deadline: Optional[float],
+                progress: Optional[Callable]) -> None:
+    """Run ``plan.workers`` workers: this process plus ``workers - 1`` spawned processes.
+
+    Raises:
+        PretuneError: a spawned worker exited with an error.
+    """
+    ctx = mp.get_context("spawn")  # fork would copy torch threads and open DB connections
+    procs = [ctx.Process(target=_spawned, args=(plan, train_fn, i, deadline), daemon=False)
+             for i in range(1, plan.workers)]
+    for p in procs:
+        p.start()
+    try:
+        work(plan, train_fn, 0, deadline, progress)
+    finally:
+        for p in procs:
+            p.join()
+    bad = [p.exitcode for p in procs if p.exitcode]
+    if bad:
+        raise PretuneError(f"{len(bad)} search worker(s) exited with status {bad}; run again to resume the study")

@@ -1,0 +1,83 @@
+"""Atomic checkpoints with everything exact resume needs.
+
+A checkpoint is a folder ``checkpoints/step-00000123`` holding the trainable
+weights (safetensors), optimizer and scheduler state, RNG states and the
+training position. It is written under a temporary name and renamed into
+place, so a kill at any moment leaves only whole checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..utils import atomic_path
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    missing = [n for n in state if n not in params]
+    if missing:
+        raise RuntimeError(f"checkpoint has parameters the model lacks: {missing[:3]}")
+    with torch.no_grad():
+        for n, t in state.items():
+            params[n].copy_(t)
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(tuple(v if not isinstance(v, list) else tuple(v) for v in state["python"]))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+
+
+def save_checkpoint(ckpt_dir: Path, step: int, model: nn.Module, optimizer, scheduler,
+                    position: dict[str, Any], keep: int) -> Path:
+    """Write ``ckpt_dir/step-NNNNNNNN`` atomically, then delete all but the newest ``keep``."""
+    final = ckpt_dir / f"step-{step:08d}"
+    with atomic_path(final) as tmp:
+        tmp.mkdir()
+        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "rng": rng_state()}, tmp / "state.pt")
+        (tmp / "position.json").write_text(json.dumps(position, indent=2))
+    for old in list_checkpoints(ckpt_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (temporary folders of a killed write are ignored)."""
+    if not ckpt_dir.is_dir():
+        return []
+    done = [p for p in ckpt_dir.glob("step-*") if (p / "position.json").is_file()]
+    return sorted(done, key=lambda p: int(p.name.split("-")[1]))
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> dict[str, Any]:
+    """Restore weights, optimizer, scheduler and RNG; return the saved position."""
+    load_trainable(model, load_file(str(path / "trainable.safetensors")))
+    # weights_only: a checkpoint holds tensors and plain values, never code.
+    state = torch.load(path / "state.pt", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    return json.loads((path / "position.json").read_text())

@@ -1,0 +1,240 @@
+"""The training loop: one function, top to bottom.
+
+    for each optimizer step:
+        for each micro-batch in the accumulation group:   # same update as one big batch
+            forward (bf16 autocast optional), loss * rows / rows_in_step, backward
+        clip, AdamW step, schedule step
+        every eval_every steps: evaluate, callback (search prunes here), early stopping, best weights
+        every checkpoint_every steps: atomic checkpoint (weights, optimizer, scheduler, RNG, position)
+
+The data order of every epoch is a pure function of (seed, epoch), so a resumed
+run replays exactly the batches an uninterrupted one would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..config import TrainConfig
+from ..data import Encoded, TaskSpec, collate, epoch_batches
+from ..errors import PretuneError
+from ..metrics import default_metric, higher_is_better
+from ..utils import append_jsonl, atomic_path, read_jsonl, seed_everything, set_threads, write_json
+from .checkpoint import list_checkpoints, load_checkpoint, load_trainable, save_checkpoint, trainable_state
+from .evaluate import autocast, evaluate, model_inputs, task_loss
+from .optim import build_optimizer, build_scheduler
+
+LossFn = Callable[[nn.Module, dict], tuple[torch.Tensor, torch.Tensor]]
+Callback = Callable[[int, dict], None]
+
+
+class TrainingDiverged(PretuneError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainState:
+    """Everything about progress that a checkpoint must restore."""
+
+    step: int = 0
+    samples: int = 0
+    tokens: int = 0
+    train_seconds: float = 0.0
+    best_value: Optional[float] = None
+    best_step: Optional[int] = None
+    bad_evals: int = 0
+    history: list = field(default_factory=list)  # one dict per evaluation
+
+
+@dataclass
+class TrainResult:
+    step: int
+    samples: int  # training rows processed (the compute budget unit of search)
+    tokens: int  # real (non-padding) tokens processed
+    seconds: float  # training time, evaluation excluded
+    history: list[dict]
+    best: Optional[dict]  # metrics of the best evaluation
+    best_step: Optional[int]
+    metric: str
+    stopped_early: bool
+
+
+def default_loss(spec: TaskSpec) -> LossFn:
+    def loss_fn(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(**model_inputs(batch)).logits  # (B, C)
+        return task_loss(logits, batch["labels"], spec.task), logits
+    return loss_fn
+
+
+def plan_steps(n_rows: int, cfg: TrainConfig) -> tuple[int, int]:
+    """(optimizer steps per epoch, total optimizer steps)."""
+    micro_per_epoch = math.ceil(n_rows / cfg.batch_size)
+    per_epoch = math.ceil(micro_per_epoch / cfg.grad_accum)
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
+    return per_epoch, total
+
+
+def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpec, cfg: TrainConfig, *,
+          pad_id: int, run_dir: str | Path | None = None, callback: Callback | None = None,
+          loss_fn: LossFn | None = None, resume: bool = False) -> TrainResult:
+    """Train ``model`` in place on ``train_set``, evaluating on ``eval_set``.
+
+    Args:
+        pad_id: token id used to pad batches.
+        run_dir: where ``metrics.jsonl`` and ``checkpoints/`` go; None keeps everything in memory.
+        callback: called as ``callback(step, metrics)`` after each evaluation; an exception it raises
+            (e.g. ``optuna.TrialPruned``) stops training and propagates.
+        loss_fn: ``loss_fn(model, batch) -> (loss, logits)``; default cross-entropy / MSE.
+        resume: continue from the newest checkpoint in ``run_dir`` if there is one.
+
+    Returns:
+        TrainResult; the model ends with the best evaluation's weights when ``cfg.restore_best``.
+
+    Raises:
+        TrainingDiverged: the loss became NaN or infinite.
+    """
+    set_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    loss_fn = loss_fn or default_loss(spec)
+    metric = cfg.metric or default_metric(spec.task)
+    per_epoch, total = plan_steps(len(train_set), cfg)
+    eval_every = cfg.eval_every or per_epoch
+    ckpt_every = cfg.checkpoint_every or eval_every
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, total)
+
+    run_dir = Path(run_dir) if run_dir else None
+    ckpt_dir = run_dir / "checkpoints" if run_dir else None
+    metrics_path = run_dir / "metrics.jsonl" if run_dir else None
+    st = TrainState()
+    if resume and ckpt_dir and list_checkpoints(ckpt_dir):
+        st = TrainState(**load_checkpoint(list_checkpoints(ckpt_dir)[-1], model, optimizer, scheduler))
+        _truncate_log(metrics_path, st.step)  # lines logged after the checkpoint are replayed
+    elif metrics_path and metrics_path.exists():
+        metrics_path.unlink()
+    best_state = load_file(str(ckpt_dir / "best.safetensors")) \
+        if ckpt_dir and st.best_step is not None and (ckpt_dir / "best.safetensors").exists() else None
+
+    bar = _progress(cfg, total, st.step)
+    model.train()
+    batches, batches_epoch = None, -1
+    stopped_early = False
+    window = {"loss": 0.0, "rows": 0, "t": st.train_seconds}
+    while st.step < total:
+        epoch, k = divmod(st.step, per_epoch)
+        if epoch != batches_epoch:
+            batches = epoch_batches(train_set.lengths, cfg.batch_size, cfg.seed, epoch, cfg.group_by_length)
+            batches_epoch = epoch
+        group = batches[k * cfg.grad_accum:(k + 1) * cfg.grad_accum]
+        rows_in_step = sum(len(b) for b in group)
+
+        t0 = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        step_loss = 0.0
+        for rows in group:
+            batch = collate(train_set, rows, pad_id)
+            with autocast(cfg.bf16):
+                loss, _ = loss_fn(model, batch)
+            # Weight by rows so accumulated micro-batches give the big batch's mean gradient.
+            (loss * (len(rows) / rows_in_step)).backward()
+            step_loss += loss.item() * len(rows)
+            st.tokens += int(batch["attention_mask"].sum())
+        if not math.isfinite(step_loss):
+            raise TrainingDiverged(f"loss became {step_loss / rows_in_step} at step {st.step + 1}; lower "
+                                   f"train.lr (now {cfg.lr:g}) or set train.max_grad_norm")
+        if cfg.max_grad_norm:
+            nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        st.step += 1
+        st.samples += rows_in_step
+        st.train_seconds += time.perf_counter() - t0
+        window["loss"] += step_loss
+        window["rows"] += rows_in_step
+
+        if st.step % cfg.log_every == 0 or st.step == total:
+            _log_train(st, window, scheduler, epoch, metrics_path, bar, cfg.log_every)
+        if st.step % eval_every == 0 or st.step == total:
+            record = {"step": st.step, "epoch": round(st.step / per_epoch, 4), "samples": st.samples,
+                      **evaluate(model, eval_set, spec, cfg.eval_batch_size, pad_id, cfg.bf16)}
+            st.history.append(record)
+            if metrics_path:
+                append_jsonl(metrics_path, {"type": "eval", **record})
+            improved = _is_better(record.get(metric), st.best_value, metric)
+            if improved:
+                st.best_value, st.best_step, st.bad_evals = record[metric], st.step, 0
+                best_state = trainable_state(model)
+                if ckpt_dir:
+                    with atomic_path(ckpt_dir / "best.safetensors") as tmp:
+                        save_file(best_state, str(tmp))
+            else:
+                st.bad_evals += 1
+            if cfg.progress:
+                bar.write(_eval_line(record, metric))
+            if callback:
+                callback(st.step, record)
+            if cfg.early_stopping_patience is not None and st.bad_evals > cfg.early_stopping_patience:
+                stopped_early = True
+        if ckpt_dir and (st.step % ckpt_every == 0) and st.step < total and not stopped_early:
+            save_checkpoint(ckpt_dir, st.step, model, optimizer, scheduler, asdict(st), cfg.keep_checkpoints)
+        bar.update(1)
+        if stopped_early:
+            break
+    bar.close()
+
+    if cfg.restore_best and best_state is not None and st.best_step != st.step:
+        load_trainable(model, best_state)
+    best = next((h for h in st.history if h["step"] == st.best_step), None)
+    return TrainResult(st.step, st.samples, st.tokens, st.train_seconds, st.history, best, st.best_step,
+                       metric, stopped_early)
+
+
+def _is_better(value, best, metric: str) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    if best is None:
+        return True
+    return value > best if higher_is_better(metric) else value < best
+
+
+def _progress(cfg: TrainConfig, total: int, initial: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", desc="train", disable=not cfg.progress,
+                dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
+
+
+def _log_train(st: TrainState, window: dict, scheduler, epoch: int, metrics_path, bar, log_every: int) -> None:
+    rate = window["rows"] / max(1e-9, st.train_seconds - window["t"])  # training time only
+    line = {"type": "train", "step": st.step, "epoch": epoch, "loss": window["loss"] / max(1, window["rows"]),
+            "lr": scheduler.get_last_lr()[0], "samples_per_s": rate}
+    if metrics_path:
+        append_jsonl(metrics_path, line)
+    bar.set_postfix(loss=f"{line['loss']:.4f}", lr=f"{line['lr']:.2e}", samples_s=f"{rate:.1f}", refresh=False)
+    window.update(loss=0.0, rows=0, t=st.train_seconds)
+
+
+def _eval_line(record: dict, metric: str) -> str:
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items()
+                      if k not in ("step", "epoch", "samples") and isinstance(v, float))
+    return f"eval @ step {record['step']}: {shown}"
+
+
+def _truncate_log(path: Path | None, step: int) -> None:
+    if not path or not path.exists():
+        return
+    rows = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
