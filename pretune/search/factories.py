@@ -5,9 +5,11 @@ Each registry maps a name to a small builder; an unknown name lists the valid on
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import optuna
 
@@ -17,9 +19,18 @@ from .space import Param, grid_values
 log = logging.getLogger("pretune.search")
 
 
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence Optuna's ExperimentalWarning for features used on purpose (heartbeat, grouped TPE)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
 def _tpe(seed: int, params: dict[str, Param], multi: bool) -> optuna.samplers.BaseSampler:
     # multivariate + group handle conditional spaces (lora.* only under method lora) jointly.
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=5)
+    with quiet():
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=5)
 
 
 def _grid(seed: int, params: dict[str, Param], multi: bool) -> optuna.samplers.BaseSampler:
@@ -130,10 +141,13 @@ def make_storage(url: str, heartbeat: Optional[int]) -> optuna.storages.RDBStora
         engine_kwargs = {"pool_pre_ping": True}
     kwargs: dict[str, Any] = {}
     if heartbeat:
+        with quiet():
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
         kwargs = dict(heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
-                      heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
+                      heartbeat_stale_trial_callback=retry)
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        with quiet():
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except Exception as e:  # sqlalchemy raises many kinds: bad URL, missing driver, refused connection
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"search.storage: cannot open {_redact(url)!r} ({reason}); check the URL, that the "

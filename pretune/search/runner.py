@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 from ..config import config_from_dict, merge
 from ..errors import ConfigError, PretuneError
 from . import distributed
+from .factories import quiet
 from .plan import SearchPlan, open_study
 from .space import suggest, to_overrides
 
@@ -157,7 +158,7 @@ def run_trial(trial: optuna.Trial, plan: SearchPlan, train_fn: TrainFn, deadline
     trial.set_user_attr("dir", str(trial_dir))
     started = time.time()
     try:
-        values = distributed.same_params(suggest(trial, plan.params))
+        values = distributed.share_trial(suggest(trial, plan.params), str(trial_dir))
         cfg = trial_config(plan, values, trial_dir)
         result = train_fn(cfg, callback=_make_callback(trial, plan, deadline), overwrite=True)
         scores = _objective_values(plan, result)
@@ -180,6 +181,24 @@ def run_trial(trial: optuna.Trial, plan: SearchPlan, train_fn: TrainFn, deadline
 
 
 # ----------------------------------------------------------------------------- workers
+
+
+def follow(plan: SearchPlan, train_fn: TrainFn) -> None:
+    """Ranks > 0 under torchrun: train each trial rank 0 sends, with rank 0's parameters and prune decisions."""
+    def callback(step: int, metrics: dict) -> None:
+        prune, stop = distributed.agree(False, False)
+        if stop:
+            raise BudgetStop(BUDGET_STOP)
+        if prune:
+            raise optuna.TrialPruned()
+
+    while (msg := distributed.next_trial()) is not None:
+        values, trial_dir = msg
+        try:
+            train_fn(trial_config(plan, values, Path(trial_dir)), callback=callback, overwrite=True)
+        except (optuna.TrialPruned, *TRIAL_ERRORS):
+            pass  # rank 0 records the outcome
+        gc.collect()
 
 
 def _keep_set(study: optuna.Study) -> set[int]:
@@ -212,9 +231,10 @@ def work(plan: SearchPlan, train_fn: Optional[TrainFn] = None, index: int = 0, d
     """
     train_fn = train_fn or _default_train_fn
     if distributed.rank() != 0:
-        return distributed.follow(train_fn)
+        return follow(plan, train_fn)
     probe = open_study(plan)
-    optuna.storages.fail_stale_trials(probe)  # a trial killed with its worker: fail it and queue a re-run
+    with quiet():
+        optuna.storages.fail_stale_trials(probe)  # a trial killed with its worker: fail it and queue a re-run
     # A restarted or parallel sampler must not replay the same random draws.
     study = open_study(plan, seed_offset=1000 * index + len(probe.get_trials(deepcopy=False)))
 
