@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("pretune.fit_cli:eval", "evaluate a fine-tuned model folder on a labelled file"),
     "predict": ("pretune.fit_cli:predict", "predict labels and probabilities for a file (JSONL out)"),
     "validate": ("pretune.fit_cli:validate", "check a config file and print it resolved"),
+    "compress": ("pretune.compress.cli", "make int8, pruned, distilled and ONNX variants; bench and gate each"),
+    "bench": ("pretune.bench.cli", "measure accuracy, latency, throughput, size and memory of a model folder"),
 }
 
 

@@ -106,6 +106,40 @@ class SearchConfig:
 
 
 @dataclass
+class CompressConfig:
+    methods: Optional[list[str]] = None  # None: every registered method (see pretune.compress.METHODS)
+    tolerance: float = 1.0  # metric points (accuracy 0.01 = 1 point) a variant may lose before it is rejected
+    threads: int = 2  # CPU threads for every runtime while benchmarking
+    max_length: int = 128
+    # quantization
+    per_channel: bool = True  # one int8 scale per output channel of each weight
+    reduce_range: bool = False  # 7-bit weights (avoids u8s8 saturation on CPUs without VNNI)
+    keep_fp32: Optional[list[str]] = None  # module/node name substrings left in fp32, e.g. classifier
+    calibration_samples: int = 128  # training rows for static int8 calibration
+    ort_optimize: bool = True  # fuse attention, LayerNorm and GELU with ONNX Runtime's BERT optimizer
+    onnx_opset: int = 17
+    onnx_tolerance: float = 1e-3  # max |logit difference| of an ONNX export vs PyTorch
+    # pruning
+    sparsity: float = 0.5  # prune-magnitude: fraction of encoder Linear weights set to zero
+    head_fraction: float = 0.25  # prune-structured: fraction of attention heads removed per layer
+    ffn_fraction: float = 0.5  # prune-structured: fraction of FFN neurons removed per layer
+    importance_batches: int = 16  # training batches used to score heads and neurons
+    recovery_steps: int = 200  # optimizer steps of recovery fine-tuning after pruning (0: none)
+    # distillation
+    student_layers: Optional[list[int]] = None  # teacher layers copied into the student; None: every other
+    temperature: float = 2.0
+    alpha: float = 0.5  # weight of the soft-target loss; 1 - alpha goes to the hard labels
+    hidden_weight: float = 0.0  # weight of hidden-state matching (0: off)
+    distill_steps: int = 500
+    # training shared by recovery and distillation
+    lr: float = 5e-5
+    batch_size: int = 32
+    seed: int = 42
+    bench_runs: int = 200  # timed batch-1 calls per variant
+    isolate: bool = True  # bench each variant in a fresh process (honest peak memory)
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -113,6 +147,7 @@ class RunConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    compress: CompressConfig = field(default_factory=CompressConfig)
     output: str = "runs/fit"
 
     def to_dict(self) -> dict[str, Any]:

@@ -206,7 +206,17 @@ def _measure_in_subprocess(folder: Path, data: str, text, text_pair, label, cfg:
                TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
     proc = subprocess.run([sys.executable, "-m", "pretune.bench.worker", json.dumps(args)], env=env,
                           capture_output=True, text=True)
-    if proc.returncode != 0:
-        lines = [ln for ln in (proc.stdout + proc.stderr).strip().splitlines() if ln.strip()]
-        raise PretuneError(f"benchmark of {folder} failed: {lines[-1] if lines else 'no output'}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    from .. import errors
+
+    lines = proc.stdout.strip().splitlines()
+    try:
+        out = json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        out = None
+    if proc.returncode == 2 and isinstance(out, dict) and "error" in out:
+        raise getattr(errors, out["type"], PretuneError)(out["error"])
+    if proc.returncode != 0 or not isinstance(out, dict):
+        tail = [ln for ln in (proc.stdout + proc.stderr).strip().splitlines() if ln.strip()]
+        raise PretuneError(f"benchmark of {folder} failed (exit {proc.returncode}): "
+                           f"{tail[-1] if tail else 'no output'}")
+    return out

@@ -191,6 +191,25 @@ def load_torch_int8(folder: Path, manifest: dict) -> nn.Module:
     return model.eval()
 
 
+def load_pruned(folder: Path, manifest: dict) -> nn.Module:
+    """Rebuild a structurally pruned model: resize its Linears to the saved shapes, then load the weights."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(str(folder)))
+    for name, (out_f, in_f) in manifest.get("shapes", {}).items():
+        old = model.get_submodule(name)
+        model.set_submodule(name, nn.Linear(in_f, out_f, bias=old.bias is not None))
+    state = load_file(str(folder / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # Tied or non-persistent entries may be absent from the file; real weights may not.
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise ModelError(f"{folder}: pruned weights do not match the recorded shapes "
+                         f"(missing {missing[:2]}, unexpected {unexpected[:2]}); re-create the variant")
+    return model.eval()
+
+
 # ------------------------------------------------------------------ ONNX Runtime
 
 
@@ -253,10 +272,12 @@ def load_runner(folder: str | os.PathLike, threads: int = 2):
     config, tokenizer = AutoConfig.from_pretrained(str(folder)), load_tokenizer(folder)
     if fmt == "torch-int8-dynamic":
         return TorchRunner(load_torch_int8(folder, manifest)), config, tokenizer
+    if fmt == "hf-pruned":
+        return TorchRunner(load_pruned(folder, manifest)), config, tokenizer
     if fmt == "onnx":
         path = folder / manifest.get("file", "model.onnx")
         if not path.is_file():
             raise ModelError(f"{folder}: {path.name} is missing; re-create the ONNX variant")
         return OrtRunner(path, threads), config, tokenizer
     check_model_folder(folder)
-    raise ModelError(f"{folder}/{MANIFEST}: unknown format {fmt!r}; expected hf, torch-int8-dynamic or onnx")
+    raise ModelError(f"{folder}/{MANIFEST}: unknown format {fmt!r}; expected hf, hf-pruned, torch-int8-dynamic or onnx")

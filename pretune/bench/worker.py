@@ -24,8 +24,8 @@ def main(argv: list[str]) -> int:
     cfg = BenchConfig(**args.pop("cfg"))
     try:
         result = measure(args.pop("model_dir"), args.pop("data"), cfg=cfg, **args)
-    except PretuneError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except PretuneError as e:  # the parent re-raises it with the same class and message
+        print(json.dumps({"error": str(e), "type": type(e).__name__}))
         return 2
     print(json.dumps(result))
     return 0

@@ -1,0 +1,132 @@
+"""Distillation: a student made of a subset of the teacher's layers, trained on soft targets.
+
+The loss is ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * task loss`` (Hinton et
+al., 2015; the T^2 keeps soft-target gradients on the hard loss's scale), plus, optionally,
+``hidden_weight`` times the MSE between each student layer's output and the output of the
+teacher layer it was copied from. The same loss drives recovery fine-tuning after pruning.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..config import TrainConfig
+from ..data import TaskSpec
+from ..errors import ConfigError
+from ..models import encoder_layers
+from ..train import model_inputs, task_loss
+from .registry import Context, register
+
+
+def distill_loss(teacher: nn.Module, spec: TaskSpec, temperature: float, alpha: float,
+                 hidden_weight: float = 0.0, layer_map: Optional[list[int]] = None,
+                 record: Optional[list[float]] = None):
+    """A ``loss_fn(student, batch) -> (loss, logits)`` for ``pretune.train.train``.
+
+    Args:
+        teacher: frozen source model (eval mode, no gradients).
+        temperature, alpha: soft-target temperature and weight (1 - alpha goes to the labels).
+        hidden_weight: weight of hidden-state matching; needs ``layer_map``.
+        layer_map: teacher layer index copied into each student layer, in order.
+        record: if given, each step's loss is appended (to show that it falls).
+    """
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    hidden = hidden_weight > 0 and layer_map is not None
+
+    def loss_fn(student: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs = model_inputs(batch)
+        with torch.no_grad():
+            t_out = teacher(**inputs, output_hidden_states=hidden)
+        s_out = student(**inputs, output_hidden_states=hidden)
+        s, t = s_out.logits.float(), t_out.logits.float()  # (B, C)
+        if spec.task == "regression":
+            soft = F.mse_loss(s, t)
+        else:
+            soft = F.kl_div(F.log_softmax(s / temperature, -1), F.log_softmax(t / temperature, -1),
+                            reduction="batchmean", log_target=True) * temperature ** 2
+        loss = alpha * soft + (1 - alpha) * task_loss(s, batch["labels"], spec.task)
+        if hidden:
+            mask = batch["attention_mask"].unsqueeze(-1).float()  # (B, T, 1): padding does not count
+            for j, i in enumerate(layer_map):
+                diff = (s_out.hidden_states[j + 1] - t_out.hidden_states[i + 1]) ** 2 * mask
+                loss = loss + hidden_weight * diff.sum() / (mask.sum() * diff.shape[-1])
+        if record is not None:
+            record.append(float(loss.detach()))
+        return loss, s_out.logits
+    return loss_fn
+
+
+def student_layers(n_layers: int, wanted: Optional[list[int]]) -> list[int]:
+    """Teacher layers to keep: ``wanted``, or every other one ending with the top layer."""
+    if not wanted:
+        keep = list(range(n_layers - 1, -1, -2))[::-1]
+        return keep if len(keep) < n_layers else keep[1:]
+    bad = [i for i in wanted if not 0 <= i < n_layers]
+    if bad:
+        raise ConfigError(f"compress.student_layers: the teacher has layers 0..{n_layers - 1}, got {bad}")
+    keep = sorted(set(wanted))
+    if len(keep) >= n_layers:
+        raise ConfigError(f"compress.student_layers: a student needs fewer than {n_layers} layers, got {keep}")
+    return keep
+
+
+def make_student(teacher: nn.Module, keep: list[int]) -> nn.Module:
+    """A copy of ``teacher`` with only the encoder layers ``keep`` (embeddings and head shared by copy)."""
+    student = copy.deepcopy(teacher)
+    prefix, layers = encoder_layers(student)
+    parent_name, _, attr = prefix.rpartition(".")
+    parent = student.get_submodule(parent_name) if parent_name else student
+    setattr(parent, attr, nn.ModuleList([layers[i] for i in keep]))
+    for j, layer in enumerate(getattr(parent, attr)):
+        for mod in layer.modules():  # keep cache indices consistent with the new depth
+            if hasattr(mod, "layer_idx"):
+                mod.layer_idx = j
+    student.config.num_hidden_layers = len(keep)
+    return student
+
+
+def train_with(ctx: Context, model: nn.Module, steps: int, loss_fn) -> None:
+    """Short fine-tune of ``model`` on the training rows with ``loss_fn`` (no best-weights selection)."""
+    from ..train import train
+
+    cfg = ctx.cfg
+    tcfg = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, max_steps=steps, warmup=0.06, eval_every=steps,
+                       eval_batch_size=64, progress=False, threads=cfg.threads, seed=cfg.seed,
+                       restore_best=False)
+    # The loop wants an eval set; a slice of the training rows keeps the held-out rows unseen.
+    monitor = ctx.train.select(list(range(min(256, len(ctx.train)))))
+    train(model, ctx.train, monitor, ctx.spec, tcfg, pad_id=ctx.pad_id, loss_fn=loss_fn)
+    model.eval()
+
+
+def _mean(values: list[float]) -> Optional[float]:
+    return sum(values) / len(values) if values else None
+
+
+@register("distill")
+def distill(ctx: Context, out: Path) -> dict:
+    """Student from every other teacher layer (or ``student_layers``), distilled on the training rows."""
+    cfg = ctx.cfg
+    _, layers = encoder_layers(ctx.model)
+    keep = student_layers(len(layers), cfg.student_layers)
+    student = make_student(ctx.model, keep)
+    losses: list[float] = []
+    teacher = copy.deepcopy(ctx.model)
+    loss_fn = distill_loss(teacher, ctx.spec, cfg.temperature, cfg.alpha, cfg.hidden_weight, keep, losses)
+    train_with(ctx, student, cfg.distill_steps, loss_fn)
+    student.save_pretrained(str(out))
+    ctx.save_tokenizer(out)
+    from ..bench.runtimes import write_manifest
+    write_manifest(out, format="hf", method="distill", source=str(ctx.source), teacher_layers=keep)
+    k = max(1, min(10, len(losses) // 4))
+    return {"student_layers": keep, "teacher_layers": len(layers), "steps": len(losses),
+            "loss_first": _mean(losses[:k]), "loss_last": _mean(losses[-k:]),
+            "temperature": cfg.temperature, "alpha": cfg.alpha, "hidden_weight": cfg.hidden_weight}
