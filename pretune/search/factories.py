@@ -37,11 +37,19 @@ def _grid(seed: int, params: dict[str, Param], multi: bool) -> optuna.samplers.B
     return optuna.samplers.GridSampler(grid_values(params), seed=seed)
 
 
+def _cmaes(seed: int) -> optuna.samplers.BaseSampler:
+    try:
+        import cmaes  # noqa: F401  (optional dependency of Optuna's CmaEsSampler)
+    except ImportError:
+        raise ConfigError("search.sampler cmaes needs the cmaes package: pip install cmaes") from None
+    return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+
+
 SAMPLERS: dict[str, Callable[[int, dict[str, Param], bool], optuna.samplers.BaseSampler]] = {
     "tpe": _tpe,
     "random": lambda seed, params, multi: optuna.samplers.RandomSampler(seed=seed),
     "grid": _grid,
-    "cmaes": lambda seed, params, multi: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
+    "cmaes": lambda seed, params, multi: _cmaes(seed),
     "qmc": lambda seed, params, multi: optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False),
     "gp": lambda seed, params, multi: optuna.samplers.GPSampler(seed=seed),
     "nsga2": lambda seed, params, multi: optuna.samplers.NSGAIISampler(seed=seed),
@@ -70,7 +78,8 @@ def make_sampler(name: str, seed: int, params: dict[str, Param], multi: bool = F
     """
     if name not in SAMPLERS:
         raise ConfigError(f"search.sampler: unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-    return SAMPLERS[name](seed, params, multi)
+    with quiet():
+        return SAMPLERS[name](seed, params, multi)
 
 
 def make_pruner(name: Optional[str], multi: bool) -> optuna.pruners.BasePruner:

@@ -9,6 +9,8 @@ so they hold over restarts and over all workers (a worker may overshoot
 from __future__ import annotations
 
 import gc
+import os
+import socket
 import logging
 import multiprocessing as mp
 import shutil
@@ -156,6 +158,7 @@ def run_trial(trial: optuna.Trial, plan: SearchPlan, train_fn: TrainFn, deadline
     trial.set_user_attr("fail_reason", None)
     trial_dir = plan.output / "trials" / f"{trial.number:04d}"
     trial.set_user_attr("dir", str(trial_dir))
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     started = time.time()
     try:
         values = distributed.share_trial(suggest(trial, plan.params), str(trial_dir))

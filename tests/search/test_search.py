@@ -1,0 +1,138 @@
+"""The search loop with a fake ``fit``: failures, pruning, budgets, resume, Pareto set, results files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+
+import optuna
+import pytest
+
+from pretune.search import search
+from search.fakes import fake_fit
+
+LR = {"type": "float", "low": 1e-6, "high": 1e-2, "log": True}
+
+
+def cfg(tmp_path, **search_settings) -> dict:
+    settings = {"space": {"train.lr": LR}, "seed": 0, "pruner": "none", **search_settings}
+    return {"output": str(tmp_path / "s"), "search": settings}
+
+
+def test_failed_trials_are_recorded_with_reason_and_the_study_goes_on(tmp_path):
+    space = {"train.lr": LR, "method.name": ["full", "bitfit", "freeze"],
+             "method.train_top_layers": {"type": "int", "low": 3, "high": 4, "when": {"method.name": "freeze"}}}
+    result = search(cfg(tmp_path, space=space, n_trials=12, sampler="random"), train_fn=fake_fit)
+    failed = [r for r in result.trials if r["state"] == "fail"]
+    reasons = {r["fail_reason"].split(";")[0] for r in failed}
+    assert "loss became nan at step 3" in reasons  # bitfit diverges in the fake
+    assert any("train_top_layers=4" in r for r in reasons)  # invalid combination
+    assert result.counts["done"] == 12 and result.counts["complete"] >= 1
+    assert result.counts["failed"] == len(failed)
+    assert all(r["params.method.name"] in ("bitfit", "freeze") for r in failed)
+
+
+def test_results_files_best_folder_and_importances(tmp_path):
+    result = search(cfg(tmp_path, space={"train.lr": LR, "train.batch_size": [16, 32]}, n_trials=6),
+                    train_fn=fake_fit)
+    out = tmp_path / "s"
+    rows = list(csv.DictReader(open(out / "trials.csv")))
+    assert [int(r["number"]) for r in rows] == list(range(6))
+    assert {"state", "accuracy", "duration_s", "train_samples", "params.train.lr", "fail_reason"} <= set(rows[0])
+    assert json.loads((out / "trials.json").read_text()) == json.loads(json.dumps(result.trials))
+    best = max(result.trials, key=lambda r: r["accuracy"])
+    assert result.best_trial == best["number"] and result.best_values == [best["accuracy"]]
+    # best/ is a copy of the best trial's model; other trials' models were deleted to save disk.
+    assert json.loads((out / "best" / "params.json").read_text())["lr"] == best["params.train.lr"]
+    kept = sorted(p.parent.name for p in out.glob("trials/*/model"))
+    assert kept == [f"{best['number']:04d}"]
+    imp = json.loads((out / "importances.json").read_text())["accuracy"]
+    assert set(imp) == {"train.lr", "train.batch_size"} and abs(sum(imp.values()) - 1) < 1e-3
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["best_trial"] == best["number"] and summary["stopped_by"] == "6 trials"
+
+
+def test_rerun_resumes_without_repeating_or_double_counting(tmp_path):
+    first = search(cfg(tmp_path, n_trials=3), train_fn=fake_fit)
+    second = search(cfg(tmp_path, n_trials=5), train_fn=fake_fit)
+    assert [r["number"] for r in second.trials] == [0, 1, 2, 3, 4]
+    assert second.trials[:3] == first.trials
+    lrs = [r["params.train.lr"] for r in second.trials]
+    assert len(set(lrs)) == 5  # the restarted sampler did not replay the first draws
+    # Budget already spent: running again trains nothing.
+    third = search(cfg(tmp_path, n_trials=5), train_fn=fake_fit)
+    assert len(third.trials) == 5
+
+
+def test_sample_budget_counts_pruned_trials_and_stops(tmp_path):
+    # fake_fit uses 2 * batch_size samples per evaluation, 4 evaluations: 256 samples per full trial of 32.
+    result = search(cfg(tmp_path, n_trials=100, budget_samples=1000, space={"train.lr": LR, "train.batch_size": [32]}),
+                    train_fn=fake_fit)
+    assert result.stopped_by == "1,000 training samples"
+    assert result.train_samples == sum(r["train_samples"] for r in result.trials)
+    assert 1000 <= result.train_samples < 1000 + 256
+    assert len(result.trials) == 4
+
+
+@pytest.mark.parametrize("pruner", ["asha", "median", "hyperband"])
+def test_pruners_stop_bad_trials_early_and_save_samples(tmp_path, pruner):
+    result = search(cfg(tmp_path, n_trials=10, pruner=pruner, sampler="random"), train_fn=fake_fit)
+    pruned = [r for r in result.trials if r["state"] == "pruned"]
+    assert pruned, "no trial was pruned"
+    full = max(r["train_samples"] for r in result.trials if r["state"] == "complete")
+    assert all(r["train_samples"] < full for r in pruned)  # stopped before the end
+    # Only trials worse than the best are pruned.
+    best = max(r["accuracy"] for r in result.trials if r["state"] == "complete")
+    assert all(r["last_step"] is not None for r in pruned)
+    assert result.best_values[0] == best
+
+
+def test_multi_objective_returns_the_pareto_set(tmp_path):
+    space = {"train.lr": LR, "method.name": ["full", "lora"],
+             "lora.r": {"choices": [4, 8, 16], "when": {"method.name": "lora"}}}
+    result = search(cfg(tmp_path, space=space, n_trials=12, sampler="nsga2", pruner=None,
+                        objectives=["accuracy", "trainable_params"]), train_fn=fake_fit)
+    done = [r for r in result.trials if r["state"] == "complete"]
+    assert result.pareto
+    dominated = lambda a, b: (b["accuracy"] >= a["accuracy"] and b["trainable_params"] <= a["trainable_params"]
+                              and (b["accuracy"], b["trainable_params"]) != (a["accuracy"], a["trainable_params"]))
+    for p in result.pareto:
+        assert not any(dominated(p, other) for other in done)
+    for r in done:
+        if r not in result.pareto:
+            assert any(dominated(r, p) for p in result.pareto)
+    assert (tmp_path / "s" / "best").is_dir()
+
+
+def test_wall_time_budget_stops_and_the_cut_trial_is_not_counted(tmp_path, monkeypatch):
+    import pretune.search.runner as runner
+
+    clock = {"t": 1000.0}
+    monkeypatch.setattr(runner.time, "time", lambda: clock["t"])
+
+    def slow_fit(config, *, callback=None, overwrite=False):
+        def tick(step, metrics):
+            clock["t"] += 4  # each evaluation "takes" 4 s
+            callback(step, metrics)
+        return fake_fit(config, callback=tick, overwrite=overwrite)
+
+    monkeypatch.setattr("pretune.search.time.time", lambda: clock["t"])
+    result = search(cfg(tmp_path, n_trials=50, timeout=30), train_fn=slow_fit)
+    cut = [r for r in result.trials if r["fail_reason"] == "stopped by the search budget"]
+    assert len(cut) == 1 and result.counts["done"] == len(result.trials) - 1 == 1
+    assert result.stopped_by == "wall time"
+
+
+def test_progress_line_reports_counts_best_and_budget(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="pretune.search")
+    search(cfg(tmp_path, n_trials=3, budget_samples=10_000), train_fn=fake_fit)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("search: trials")]
+    assert lines[-1].startswith("search: trials 3/3 (0 pruned, 0 failed, 0 running), best accuracy 0.")
+    assert "samples 768/10,000" in lines[-1]
+
+
+def test_study_opens_with_plain_optuna(tmp_path):
+    search(cfg(tmp_path, n_trials=2), train_fn=fake_fit)
+    study = optuna.load_study(study_name="pretune", storage=f"sqlite:///{tmp_path / 's' / 'study.db'}")
+    assert len(study.trials) == 2 and study.best_trial.user_attrs["train_samples"] == 256
