@@ -142,6 +142,7 @@ def make_storage(url: str, heartbeat: Optional[int]) -> optuna.storages.RDBStora
     Raises:
         ConfigError: the URL cannot be parsed or the database cannot be reached.
     """
+    url = _with_driver(url)
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         # Several worker processes share one file: wait for the lock instead of failing at once.
@@ -162,6 +163,17 @@ def make_storage(url: str, heartbeat: Optional[int]) -> optuna.storages.RDBStora
         raise ConfigError(f"search.storage: cannot open {_redact(url)!r} ({reason}); check the URL, that the "
                           "database server is running and its driver is installed (PostgreSQL: pip install "
                           "psycopg2-binary)") from None
+
+
+def _with_driver(url: str) -> str:
+    """``postgresql://`` means psycopg 3 to SQLAlchemy 2.1; use psycopg2 when only that one is installed."""
+    if not url.startswith("postgresql://"):
+        return url
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
 
 
 def _redact(url: str) -> str:

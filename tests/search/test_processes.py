@@ -16,6 +16,7 @@ import pytest
 from optuna.trial import TrialState
 
 from pretune.search import search
+from pretune.search.factories import make_storage
 from search.fakes import fake_fit
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -40,8 +41,8 @@ def test_two_workers_share_one_study_without_collisions(tmp_path, storage):
     if storage != "sqlite":
         settings["storage"] = storage
     result = search({"output": str(tmp_path / "s"), "search": settings}, train_fn=fake_fit)
-    study = optuna.load_study(study_name=study_name, storage=storage if storage != "sqlite" else
-                              f"sqlite:///{tmp_path / 's' / 'study.db'}")
+    url = storage if storage != "sqlite" else f"sqlite:///{tmp_path / 's' / 'study.db'}"
+    study = optuna.load_study(study_name=study_name, storage=make_storage(url, heartbeat=None))
     trials = study.get_trials()
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers))
