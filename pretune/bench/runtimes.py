@@ -86,7 +86,7 @@ def torch_parameter_count(model: nn.Module) -> int:
     """Parameters, counting the packed int8 weights of dynamically quantized Linears too."""
     n = sum(p.numel() for p in model.parameters())
     for mod in model.modules():
-        if hasattr(mod, "_packed_params") and callable(getattr(mod, "weight", None)):
+        if _is_int8_linear(mod):
             w, b = mod._weight_bias()
             n += w.numel() + (b.numel() if b is not None else 0)
     return n
@@ -126,8 +126,13 @@ def quantize_dynamic_ao(model: nn.Module, modules: Optional[set[str]] = None, pe
 TORCH_INT8_BACKEND: Callable[..., nn.Module] = quantize_dynamic_ao
 
 
+def _is_int8_linear(mod: nn.Module) -> bool:
+    # The dynamic quantized Linear (not its inner packed-params holder) exposes weight() as a method.
+    return hasattr(mod, "_packed_params") and callable(getattr(mod, "weight", None))
+
+
 def int8_linear_names(model: nn.Module) -> list[str]:
-    return [name for name, mod in model.named_modules() if hasattr(mod, "_packed_params")]
+    return [name for name, mod in model.named_modules() if _is_int8_linear(mod)]
 
 
 def save_torch_int8(model: nn.Module, folder: str | os.PathLike) -> None:
@@ -148,8 +153,9 @@ def save_torch_int8(model: nn.Module, folder: str | os.PathLike) -> None:
         if b is not None:
             tensors[f"{name}.bias"] = b.detach().contiguous()
     for key, value in model.state_dict().items():
-        if isinstance(value, torch.Tensor) and not value.is_quantized and "_packed_params" not in key:
-            tensors.setdefault(key, value.detach().contiguous())
+        owned = any(key.startswith(name + ".") for name in quantized)  # saved above as int8 + scales
+        if isinstance(value, torch.Tensor) and not value.is_quantized and not owned:
+            tensors[key] = value.detach().contiguous()
     # Tied weights share storage; safetensors refuses shared tensors, so store copies.
     tensors = {k: v.clone() for k, v in tensors.items()}
     save_file(tensors, str(Path(folder) / "model.safetensors"), metadata={"format": "pt"})

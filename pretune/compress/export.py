@@ -65,8 +65,11 @@ def export_torchscript(model: nn.Module, path: Path, batch: dict[str, torch.Tens
     names = tuple(n for n in INPUTS if n in batch)
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes["logits"] = {0: "batch"}
+    # The wrapper must be in eval mode too: the exporter restores the wrapper's mode afterwards,
+    # and a fresh Module is in training mode, which would switch dropout on in ``model``.
+    wrapper = _LogitsOnly(model, names).eval()
     with quiet():
-        torch.onnx.export(_LogitsOnly(model.eval(), names), tuple(batch[n] for n in names), str(path),
+        torch.onnx.export(wrapper, tuple(batch[n] for n in names), str(path),
                           input_names=list(names), output_names=["logits"], dynamic_axes=axes,
                           opset_version=opset, dynamo=False, do_constant_folding=True)
 
@@ -106,6 +109,7 @@ def max_logit_difference(model: nn.Module, onnx_path: Path, enc: Encoded, pad_id
                          threads: int = 2) -> float:
     """Largest |logit| difference between PyTorch and ONNX Runtime over up to ``rows`` eval rows."""
     runner = OrtRunner(onnx_path, threads)
+    model.eval()
     worst = 0.0
     picked = Encoded.select(enc, np.arange(min(rows, len(enc))))
     for batch_rows in eval_batches(picked.lengths, 16):

@@ -51,7 +51,7 @@ def build_model(layers: int = 2, seed: int = 0):
                      num_hidden_layers=layers, num_attention_heads=2, intermediate_size=64,
                      max_position_embeddings=64, num_labels=2, id2label={0: "neg", 1: "pos"},
                      label2id={"neg": 0, "pos": 1}, problem_type="single_label_classification",
-                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+                     hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)  # dropout on: catches train-mode leaks
     return BertForSequenceClassification(cfg)
 
 
@@ -66,10 +66,68 @@ def make_finetuned(folder: Path, train_csv: Path, layers: int = 2, steps: int = 
     spec = TaskSpec("classification", ["neg", "pos"])
     enc = load_labelled(str(train_csv), DataConfig(max_length=32, cache_dir=str(folder.parent / "cache")),
                         spec, tok)
-    cfg = TrainConfig(lr=3e-3, batch_size=16, max_steps=steps, warmup=0.0, progress=False, threads=2,
+    cfg = TrainConfig(lr=3e-3, batch_size=16, max_steps=steps, warmup=0.0, progress=False, threads=1,
                       eval_every=steps)
     train(model, enc, enc, spec, cfg, pad_id=tok.pad_token_id)
     model.eval()
     model.save_pretrained(str(folder))
     tok.save_pretrained(str(folder))
     return folder
+
+
+# ------------------------------------------------------------------ fixtures (imported by the conftests)
+
+import pytest  # noqa: E402
+
+
+# Both conftests register these fixtures; the cache makes one session build them once.
+_BUILT: dict = {}
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> tuple[Path, Path]:
+    """(train.csv, eval.csv): 240 training rows and 64 held-out rows."""
+    if "data" not in _BUILT:
+        root = tmp_path_factory.mktemp("compress-data")
+        _BUILT["data"] = (write_rows(root / "train.csv", 240, seed=0), write_rows(root / "eval.csv", 64, seed=1))
+    return _BUILT["data"]
+
+
+@pytest.fixture(scope="session")
+def teacher(tmp_path_factory, tiny_data) -> Path:
+    """A fine-tuned 2-layer tiny BERT folder (accuracy ~1.0 on the synthetic task)."""
+    if "teacher" not in _BUILT:
+        _BUILT["teacher"] = make_finetuned(tmp_path_factory.mktemp("teacher") / "model", tiny_data[0])
+    return _BUILT["teacher"]
+
+
+def fast_config(**overrides):
+    """A CompressConfig sized for tests: short recovery and distillation, few timed runs, no subprocess."""
+    from pretune.config import CompressConfig
+
+    base = dict(isolate=False, threads=1, bench_runs=5, max_length=32, lr=1e-3, batch_size=16, recovery_steps=10,
+                distill_steps=30, importance_batches=4, calibration_samples=32, head_fraction=0.5)
+    base.update(overrides)
+    return CompressConfig(**base)
+
+
+def context(teacher_dir: Path, train_csv: Path, eval_csv: Path, **overrides):
+    """A compress ``Context`` over the tiny teacher, for calling one method directly."""
+    from pretune.compress import Context
+    from pretune.config import DataConfig
+    from pretune.data import load_labelled
+    from pretune.models import load_finetuned
+
+    model, tok, spec = load_finetuned(teacher_dir)
+    dcfg = DataConfig(max_length=32)
+    return Context(teacher_dir, model, tok, spec, load_labelled(str(train_csv), dcfg, spec, tok),
+                   load_labelled(str(eval_csv), dcfg, spec, tok), fast_config(**overrides), tok.pad_token_id)
+
+
+def logits_of(folder: Path, enc, pad_id: int):
+    """Logits of any variant folder (through its own runtime) on every row of ``enc``, in row order."""
+    from pretune.bench import load_runner
+    from pretune.bench.harness import _eval_pass
+
+    runner, _, _ = load_runner(folder, threads=2)
+    return _eval_pass(runner, enc, pad_id, 16)[0]

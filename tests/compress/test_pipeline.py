@@ -1,0 +1,143 @@
+"""compress(): failures are isolated and recorded, the gate rejects bad variants, the Pareto front, CLI errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pretune.compress import METHODS, compress, pareto_front
+from pretune.compress.gate import points_lost
+from pretune.errors import ConfigError, DataError, ModelError
+from tiny import fast_config
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def scramble_head(ctx, out):
+    """A deliberately bad variant: the classifier always prefers class 0."""
+    import torch
+
+    model = ctx.copy_model()
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([5.0, -5.0]))
+    model.save_pretrained(str(out))
+    ctx.save_tokenizer(out)
+    return {}
+
+
+def crash(ctx, out):
+    raise RuntimeError("simulated crash inside a method")
+
+
+@pytest.fixture(scope="module")
+def results(teacher, tiny_data, tmp_path_factory):
+    """One compress run: a good method, a deliberately bad one, a crashing one."""
+    mp = pytest.MonkeyPatch()
+    mp.setitem(METHODS, "test-scramble", scramble_head)
+    mp.setitem(METHODS, "test-crash", crash)
+    out = tmp_path_factory.mktemp("compress-out")
+    try:
+        r = compress(teacher, str(tiny_data[1]), train=str(tiny_data[0]), output=out, cfg=fast_config(),
+                     methods=["test-crash", "test-scramble", "int8-dynamic-ort"])
+    finally:
+        mp.undo()
+    return r, out
+
+
+def by_name(r):
+    return {v["name"]: v for v in r["variants"]}
+
+
+def test_gate_rejects_a_deliberately_bad_variant(results):
+    r, _ = results
+    bad = by_name(r)["test-scramble"]
+    assert bad["status"] == "rejected"
+    assert bad["points_lost"] > r["tolerance_points"]
+    assert "below the source" in bad["reason"]
+    assert by_name(r)["int8-dynamic-ort"]["status"] == "accepted"
+    assert "test-scramble" not in r["pareto_front"] and not bad["pareto"]
+
+
+def test_failed_method_is_recorded_and_others_still_run(results):
+    r, out = results
+    failed = by_name(r)["test-crash"]
+    assert failed["status"] == "failed"
+    assert failed["error"] == "RuntimeError: simulated crash inside a method"
+    assert not (out / "test-crash").exists()  # no half-made folder
+    assert by_name(r)["int8-dynamic-ort"]["bench"]["backend"] == "onnxruntime"
+
+
+def test_results_file_and_bench_json_beside_each_variant(results):
+    r, out = results
+    saved = json.loads((out / "results.json").read_text())
+    assert [v["status"] for v in saved["variants"]] == [v["status"] for v in r["variants"]]
+    for name in ("test-scramble", "int8-dynamic-ort"):
+        bench = json.loads((out / name / "bench.json").read_text())
+        assert bench["eval"]["metrics"] == by_name(r)[name]["bench"]["eval"]["metrics"]
+    ratios = by_name(r)["int8-dynamic-ort"]["ratios"]
+    assert ratios["latency_p50_speedup"] > 0 and ratios["size_reduction"] > 0
+
+
+def test_pareto_front():
+    points = {"a": (0.90, 10.0, 80.0), "b": (0.89, 5.0, 20.0), "c": (0.88, 6.0, 30.0), "d": (0.90, 10.0, 90.0)}
+    assert pareto_front(points) == ["a", "b"]  # c is beaten by b; d by a
+
+
+def test_points_lost_direction():
+    assert points_lost(0.90, 0.88, "accuracy") == pytest.approx(2.0)
+    assert points_lost(0.10, 0.12, "mse") == pytest.approx(2.0)  # lower is better for mse
+
+
+def test_methods_needing_training_rows_fail_alone_without_them(teacher, tiny_data, tmp_path):
+    r = compress(teacher, str(tiny_data[1]), output=tmp_path, cfg=fast_config(),
+                 methods=["int8-static-ort", "int8-dynamic-torch"])
+    v = by_name(r)
+    assert v["int8-static-ort"]["status"] == "failed"
+    assert "pass --train FILE" in v["int8-static-ort"]["error"]
+    assert v["int8-dynamic-torch"]["status"] == "accepted"
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"methods": ["nope"]}, ConfigError, "unknown compression method.*choose from.*onnx"),
+    ({"cfg_overrides": {"sparsity": 1.5}}, ConfigError, r"compress.sparsity: must be in \[0, 1\)"),
+])
+def test_bad_settings_are_one_line_errors(teacher, tiny_data, tmp_path, kwargs, error, match):
+    cfg = fast_config(**kwargs.pop("cfg_overrides", {}))
+    with pytest.raises(error, match=match) as e:
+        compress(teacher, str(tiny_data[1]), output=tmp_path, cfg=cfg, **kwargs)
+    assert "\n" not in str(e.value)
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_not_a_model_folder(tiny_data, tmp_path):
+    with pytest.raises(ModelError, match="not a Hugging Face model folder"):
+        compress(tmp_path, str(tiny_data[1]), output=tmp_path / "out", cfg=fast_config())
+
+
+def test_missing_label_column(teacher, tiny_data, tmp_path):
+    with pytest.raises(DataError, match="label"):
+        compress(teacher, str(tiny_data[1]), label="sentiment", output=tmp_path, cfg=fast_config())
+
+
+def test_cli_prints_one_line_errors(teacher, tiny_data, tmp_path, capsys):
+    from pretune.cli import main
+
+    assert main(["compress", str(tmp_path), "--data", str(tiny_data[1])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pretune compress: error:") and "\n" not in err
+    assert main(["compress", str(teacher), "--data", str(tiny_data[1]), "--set", "bogus=1"]) == 2
+    assert "unknown key 'compress.bogus'" in capsys.readouterr().err
+
+
+def test_cli_runs_and_prints_table(teacher, tiny_data, tmp_path, capsys):
+    from pretune.cli import main
+
+    out = tmp_path / "out"
+    code = main(["compress", str(teacher), "--data", str(tiny_data[1]), "--methods", "onnx", "--output", str(out),
+                 "--threads", "1", "--set", "isolate=false", "--set", "bench_runs=5", "--set", "max_length=32"])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "source (fp32)" in table and "onnx" in table and "accepted" in table
+    assert (out / "onnx" / "model.onnx").is_file()
