@@ -80,7 +80,8 @@ def make_plan(cfg: RunConfig) -> SearchPlan:
     multi = len(objectives) > 1
     make_sampler(s.sampler, s.seed, params, multi)  # fail now on a bad name, not in a worker
     make_pruner(s.pruner, multi)
-    output = Path(cfg.output)
+    # The run config's default output names a fit; a search left at that default gets its own folder.
+    output = Path("runs/search" if cfg.output == RunConfig().output else cfg.output)
     return SearchPlan(base=cfg.to_dict(), params=params, objectives=objectives, output=output,
                       storage_url=s.storage or default_storage_url(output), study_name=s.study,
                       sampler=s.sampler, pruner=s.pruner, n_trials=s.n_trials, timeout=s.timeout,

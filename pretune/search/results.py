@@ -14,6 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..utils import atomic_path, write_json
+from .factories import quiet
 from .plan import SearchPlan
 from .runner import counts, samples_used
 
@@ -115,6 +116,8 @@ def _best(study: optuna.Study, plan: SearchPlan) -> tuple[Optional[FrozenTrial],
 
 def collect(study: optuna.Study, plan: SearchPlan, stopped_by: Optional[str] = None) -> SearchResult:
     """Write trials.csv/json, importances.json, ``best/`` and results.json; return them as a SearchResult."""
+    with quiet():
+        optuna.storages.fail_stale_trials(study)  # so a dead worker's trial is not listed as running
     trials = study.get_trials(deepcopy=False)
     rows = [trial_row(t, plan) for t in trials]
     plan.output.mkdir(parents=True, exist_ok=True)

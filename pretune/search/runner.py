@@ -8,6 +8,7 @@ so they hold over restarts and over all workers (a worker may overshoot
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import socket
@@ -16,9 +17,10 @@ import multiprocessing as mp
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
 from ..config import config_from_dict, merge
@@ -32,13 +34,19 @@ log = logging.getLogger("pretune.search")
 
 TrainFn = Callable[..., Any]  # fit(cfg, *, callback=None, overwrite=False) -> FitResult-like
 BUDGET_STOP = "stopped by the search budget"
-# Exceptions that fail one trial but not the study: bad combinations, NaN loss, out of memory.
-_OOM = tuple(t for t in (getattr(__import__("torch"), "OutOfMemoryError", None),) if t) + (MemoryError,)
-TRIAL_ERRORS = (PretuneError, *_OOM)
 
 
 class BudgetStop(PretuneError):
     """Raised inside a trial when the wall-time budget runs out; the trial is failed and not counted."""
+
+
+class TrialOutOfMemory(PretuneError):
+    """A trial ran out of memory (torch raises a plain RuntimeError for some allocators)."""
+
+
+# Exceptions that fail one trial but not the study: bad combinations, NaN loss, out of memory.
+_OOM = (torch.OutOfMemoryError, MemoryError)
+TRIAL_ERRORS = (PretuneError, *_OOM)
 
 
 def _default_train_fn(cfg, **kwargs):
@@ -79,10 +87,14 @@ def samples_used(trials: list[optuna.trial.FrozenTrial]) -> int:
     return sum(int(t.user_attrs.get("train_samples", 0)) for t in trials)
 
 
-def budget_left(plan: SearchPlan, trials: list, deadline: Optional[float]) -> Optional[str]:
-    """None while there is budget for another trial, else why not."""
+def budget_left(plan: SearchPlan, trials: list, deadline: Optional[float], in_flight: bool = True) -> Optional[str]:
+    """None while there is budget for another trial, else why not.
+
+    ``in_flight`` counts running trials toward ``n_trials`` (other workers will finish them). At start-up it is
+    off: a running trial may be one whose worker was killed and whose heartbeat has not yet expired.
+    """
     c = counts(trials)
-    if plan.n_trials is not None and c["done"] + c["running"] >= plan.n_trials:
+    if plan.n_trials is not None and c["done"] + (c["running"] if in_flight else 0) >= plan.n_trials:
         return f"{plan.n_trials} trials"
     if plan.budget_samples is not None and samples_used(trials) >= plan.budget_samples:
         return f"{plan.budget_samples:,} training samples"
@@ -140,9 +152,28 @@ def _make_callback(trial: optuna.Trial, plan: SearchPlan, deadline: Optional[flo
 
 
 def _fail_reason(e: BaseException) -> str:
-    if isinstance(e, _OOM):
+    if isinstance(e, _OOM) or "out of memory" in str(e).lower():
         return f"out of memory: {e}".strip()[:500]
     return str(e).splitlines()[0][:500] if str(e) else type(e).__name__
+
+
+@contextlib.contextmanager
+def _quiet_fit() -> Iterator[None]:
+    """fit's own INFO lines (data, method, done) would drown the search's progress lines."""
+    fit_log = logging.getLogger("pretune")
+    level = fit_log.level
+    if fit_log.getEffectiveLevel() > logging.DEBUG:
+        fit_log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        fit_log.setLevel(level)
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def run_trial(trial: optuna.Trial, plan: SearchPlan, train_fn: TrainFn, deadline: Optional[float]):
@@ -163,18 +194,24 @@ def run_trial(trial: optuna.Trial, plan: SearchPlan, train_fn: TrainFn, deadline
     try:
         values = distributed.share_trial(suggest(trial, plan.params), str(trial_dir))
         cfg = trial_config(plan, values, trial_dir)
-        result = train_fn(cfg, callback=_make_callback(trial, plan, deadline), overwrite=True)
+        with _quiet_fit():
+            result = train_fn(cfg, callback=_make_callback(trial, plan, deadline), overwrite=True)
         scores = _objective_values(plan, result)
     except optuna.TrialPruned:
         raise
     except TRIAL_ERRORS as e:
         trial.set_user_attr("fail_reason", _fail_reason(e))
         raise
+    except RuntimeError as e:
+        if "out of memory" not in str(e).lower():
+            raise  # a bug, not a property of this trial's parameters
+        trial.set_user_attr("fail_reason", _fail_reason(e))
+        raise TrialOutOfMemory(str(e)) from e
     finally:
         trial.set_user_attr("seconds", round(time.time() - started, 3))
         # Trials are re-run, never resumed: their checkpoints are dead weight.
         shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)
-        gc.collect()
+        _free_memory()
     trial.set_user_attr("train_samples", int(result.train_samples))
     trial.set_user_attr("metrics", {k: float(v) for k, v in result.eval.items()})
     trial.set_user_attr("trainable_params", int(result.trainable_params))
@@ -249,7 +286,7 @@ def work(plan: SearchPlan, train_fn: Optional[TrainFn] = None, index: int = 0, d
             study.stop()
 
     try:
-        if budget_left(plan, study.get_trials(deepcopy=False), deadline) is None:
+        if budget_left(plan, study.get_trials(deepcopy=False), deadline, in_flight=False) is None:
             timeout = None if deadline is None else max(deadline - time.time(), 0.0)
             study.optimize(lambda t: run_trial(t, plan, train_fn, deadline), timeout=timeout,
                            catch=TRIAL_ERRORS, callbacks=[after_trial], gc_after_trial=True)

@@ -136,3 +136,27 @@ def test_study_opens_with_plain_optuna(tmp_path):
     search(cfg(tmp_path, n_trials=2), train_fn=fake_fit)
     study = optuna.load_study(study_name="pretune", storage=f"sqlite:///{tmp_path / 's' / 'study.db'}")
     assert len(study.trials) == 2 and study.best_trial.user_attrs["train_samples"] == 256
+
+
+@pytest.mark.parametrize("error", ["torch", "runtime"])
+def test_out_of_memory_fails_the_trial_with_its_reason(tmp_path, error):
+    import torch
+
+    def oom_fit(config, *, callback=None, overwrite=False):
+        if config.train.batch_size == 64:
+            raise (torch.OutOfMemoryError("tried to allocate 2 GiB") if error == "torch"
+                   else RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"))
+        return fake_fit(config, callback=callback, overwrite=overwrite)
+
+    result = search(cfg(tmp_path, space={"train.batch_size": [16, 64]}, sampler="grid", n_trials=2), train_fn=oom_fit)
+    by_bs = {r["params.train.batch_size"]: r for r in result.trials}
+    assert by_bs[64]["state"] == "fail" and by_bs[64]["fail_reason"].startswith("out of memory")
+    assert by_bs[16]["state"] == "complete"
+
+
+def test_a_bug_in_training_is_not_swallowed(tmp_path):
+    def buggy_fit(config, *, callback=None, overwrite=False):
+        raise KeyError("oops")
+
+    with pytest.raises(KeyError):
+        search(cfg(tmp_path, n_trials=2), train_fn=buggy_fit)

@@ -1,0 +1,196 @@
+"""Search efficiency on the packaged MiniLM and an SST-2 subset, one compute budget per arm.
+
+Arms (same space, same data, same threads, budget in training samples):
+  (a) pretune TPE + ASHA     (b) pretune TPE, no pruning     (c) pretune random search
+  (d) transformers ``Trainer.hyperparameter_search`` (Optuna backend) at its best settings:
+      ``train_sampling_strategy="group_by_length"`` and ``optim="adamw_torch_fused"``.
+
+For each arm: best dev accuracy found, samples spent, and the samples spent until its first trial within
+0.5 point of the best accuracy any arm found. The space is full fine-tuning only (lr, batch size, epochs,
+warmup, weight decay) because the Trainer's search cannot search adapter settings.
+
+    python benchmarks/search_efficiency.py --budget 2400 --train-rows 800 --eval-rows 300 --out runs/bench-search
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
+ARMS = ("tpe_asha", "tpe", "random", "trainer")
+
+
+def space(epochs_max: int) -> dict:
+    return {"train.lr": {"type": "float", "low": 1e-5, "high": 3e-4, "log": True},
+            "train.batch_size": [16, 32],
+            "train.epochs": {"type": "int", "low": 1, "high": epochs_max},
+            "train.warmup": {"type": "float", "low": 0.0, "high": 0.2},
+            "train.weight_decay": {"type": "float", "low": 0.0, "high": 0.1}}
+
+
+def subset(src: Path, dest: Path, rows: int, seed: int) -> Path:
+    """A seeded random subset of a TSV (sentence, label), written as CSV (text, label)."""
+    with open(src, encoding="utf-8") as f:
+        data = [(r["sentence"].strip(), r["label"]) for r in csv.DictReader(f, delimiter="\t")]
+    random.Random(seed).shuffle(data)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows(data[:rows])
+    return dest
+
+
+def run_pretune(arm: str, args, train: Path, dev: Path, out: Path) -> list[dict]:
+    """One pretune arm; returns its trials in order: accuracy (None unless complete), samples."""
+    from pretune.models import packaged_minilm
+    from pretune.search import search
+
+    sampler, pruner = {"tpe_asha": ("tpe", "asha"), "tpe": ("tpe", "none"), "random": ("random", "none")}[arm]
+    cfg = {"model": {"path": str(packaged_minilm())},
+           "data": {"train": str(train), "eval": str(dev), "max_length": args.max_length,
+                    "cache_dir": str(out / "cache")},
+           "train": {"eval_every": args.eval_every, "threads": args.threads, "seed": args.seed, "progress": False},
+           "search": {"space": space(args.epochs_max), "budget_samples": args.budget, "n_trials": 1000,
+                      "sampler": sampler, "pruner": pruner, "seed": args.seed},
+           "output": str(out / arm)}
+    result = search(cfg)
+    return [{"number": r["number"], "state": r["state"], "accuracy": r.get("accuracy"),
+             "samples": r["train_samples"], "duration_s": r["duration_s"]} for r in result.trials]
+
+
+def run_trainer(args, train: Path, dev: Path, out: Path) -> list[dict]:
+    """The Trainer's own search, stopped once it has trained ``args.budget`` samples."""
+    import numpy as np
+    import optuna
+    import torch
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
+                              TrainerCallback, TrainingArguments)
+
+    from pretune.models import packaged_minilm
+
+    torch.set_num_threads(args.threads)
+    model_dir = str(packaged_minilm())
+    tok = AutoTokenizer.from_pretrained(model_dir)
+
+    def encode(path: Path) -> list[dict]:
+        rows = list(csv.DictReader(open(path, encoding="utf-8")))
+        enc = tok([r["text"] for r in rows], truncation=True, max_length=args.max_length)
+        return [{"input_ids": ids, "attention_mask": am, "labels": int(r["label"])}
+                for ids, am, r in zip(enc["input_ids"], enc["attention_mask"], rows)]
+
+    train_set, dev_set = encode(train), encode(dev)
+    log: list[dict] = []
+
+    class Budget(TrainerCallback):
+        def on_train_begin(self, targs, state, control, **kw):
+            log.append({"number": len(log), "state": "running", "accuracy": None, "samples": 0,
+                        "started": time.time()})
+
+        def on_step_end(self, targs, state, control, **kw):
+            log[-1]["samples"] += targs.per_device_train_batch_size * targs.gradient_accumulation_steps
+            if sum(t["samples"] for t in log) >= args.budget:
+                raise BudgetSpent()
+
+        def on_evaluate(self, targs, state, control, metrics=None, **kw):
+            log[-1]["accuracy"] = metrics.get("eval_accuracy")
+
+    def metrics(p):
+        return {"accuracy": float((np.argmax(p.predictions, -1) == p.label_ids).mean())}
+
+    def hp_space(trial):
+        s = space(args.epochs_max)
+        return {"learning_rate": trial.suggest_float("learning_rate", s["train.lr"]["low"], s["train.lr"]["high"],
+                                                     log=True),
+                "per_device_train_batch_size": trial.suggest_categorical("per_device_train_batch_size", [16, 32]),
+                "num_train_epochs": trial.suggest_int("num_train_epochs", 1, args.epochs_max),
+                "warmup_ratio": trial.suggest_float("warmup_ratio", 0.0, 0.2),
+                "weight_decay": trial.suggest_float("weight_decay", 0.0, 0.1)}
+
+    targs = TrainingArguments(output_dir=str(out / "trainer"), eval_strategy="steps", eval_steps=args.eval_every,
+                              save_strategy="no", report_to=[], seed=args.seed, per_device_eval_batch_size=128,
+                              train_sampling_strategy="group_by_length", optim="adamw_torch_fused",
+                              disable_tqdm=True, logging_strategy="no", use_cpu=True)
+    trainer = Trainer(model_init=lambda *a: AutoModelForSequenceClassification.from_pretrained(model_dir,
+                                                                                               num_labels=2),
+                      args=targs, train_dataset=train_set, eval_dataset=dev_set, compute_metrics=metrics,
+                      data_collator=DataCollatorWithPadding(tok), callbacks=[Budget()])
+    try:
+        trainer.hyperparameter_search(hp_space=hp_space, compute_objective=lambda m: m["eval_accuracy"],
+                                      n_trials=1000, direction="maximize", backend="optuna",
+                                      sampler=optuna.samplers.TPESampler(seed=args.seed))
+    except BudgetSpent:
+        log[-1]["state"] = "cut by budget"
+    for t in log:
+        t["duration_s"] = round(time.time() - t.pop("started"), 1) if "started" in t else None
+        t["state"] = "complete" if t["state"] == "running" else t["state"]
+    return log
+
+
+class BudgetSpent(Exception):
+    """Stops the Trainer's search at the sample budget."""
+
+
+def summarise(arms: dict[str, list[dict]]) -> dict:
+    """Best accuracy per arm, and samples spent until an arm first came within 0.5 point of the overall best."""
+    best_all = max((t["accuracy"] for ts in arms.values() for t in ts if t["accuracy"] is not None
+                    and t["state"] == "complete"), default=None)
+    out = {"overall_best": best_all, "arms": {}}
+    for name, trials in arms.items():
+        spent, reached = 0, None
+        for t in trials:
+            spent += t["samples"]
+            ok = t["state"] == "complete" and t["accuracy"] is not None
+            if reached is None and ok and best_all is not None and t["accuracy"] >= best_all - 0.005:
+                reached = spent
+        done = [t["accuracy"] for t in trials if t["state"] == "complete" and t["accuracy"] is not None]
+        out["arms"][name] = {"best_accuracy": max(done, default=None), "trials": len(trials),
+                             "complete": len(done), "samples": spent, "samples_to_within_0.5pt": reached,
+                             "seconds": round(sum(t["duration_s"] or 0 for t in trials), 1)}
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--budget", type=int, default=20000, help="training samples per arm")
+    p.add_argument("--train-rows", type=int, default=4000)
+    p.add_argument("--eval-rows", type=int, default=872)
+    p.add_argument("--epochs-max", type=int, default=3)
+    p.add_argument("--eval-every", type=int, default=20, help="optimizer steps between evaluations")
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--arms", default=",".join(ARMS), help=f"comma list of {', '.join(ARMS)}")
+    p.add_argument("--out", default="runs/bench-search")
+    args = p.parse_args()
+    out = Path(args.out)
+    if out.exists():
+        shutil.rmtree(out)
+    train = subset(SST2 / "train.tsv", out / "data" / "train.csv", args.train_rows, args.seed)
+    dev = subset(SST2 / "dev.tsv", out / "data" / "dev.csv", args.eval_rows, args.seed)
+    from pretune.cli import quiet_libraries
+    quiet_libraries()
+    arms = {}
+    for arm in args.arms.split(","):
+        started = time.time()
+        arms[arm] = run_trainer(args, train, dev, out) if arm == "trainer" else run_pretune(arm, args, train, dev, out)
+        print(f"{arm}: {len(arms[arm])} trials in {time.time() - started:.0f}s", file=sys.stderr, flush=True)
+    report = {"settings": vars(args), "summary": summarise(arms), "trials": arms}
+    (out / "search_efficiency.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report["summary"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
