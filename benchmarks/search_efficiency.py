@@ -70,6 +70,20 @@ def run_pretune(arm: str, args, train: Path, dev: Path, out: Path) -> list[dict]
              "samples": r["train_samples"], "duration_s": r["duration_s"]} for r in result.trials]
 
 
+def trainer_hp_space(args):
+    """The same space as the pretune arms, in TrainingArguments names."""
+    s = space(args.epochs_max)
+
+    def hp_space(trial):
+        return {"learning_rate": trial.suggest_float("learning_rate", s["train.lr"]["low"], s["train.lr"]["high"],
+                                                     log=True),
+                "per_device_train_batch_size": trial.suggest_categorical("per_device_train_batch_size", [16, 32]),
+                "num_train_epochs": trial.suggest_int("num_train_epochs", 1, args.epochs_max),
+                "warmup_ratio": trial.suggest_float("warmup_ratio", 0.0, 0.2),
+                "weight_decay": trial.suggest_float("weight_decay", 0.0, 0.1)}
+    return hp_space
+
+
 def run_trainer(args, train: Path, dev: Path, out: Path) -> list[dict]:
     """The Trainer's own search, stopped once it has trained ``args.budget`` samples."""
     import numpy as np
@@ -109,15 +123,6 @@ def run_trainer(args, train: Path, dev: Path, out: Path) -> list[dict]:
     def metrics(p):
         return {"accuracy": float((np.argmax(p.predictions, -1) == p.label_ids).mean())}
 
-    def hp_space(trial):
-        s = space(args.epochs_max)
-        return {"learning_rate": trial.suggest_float("learning_rate", s["train.lr"]["low"], s["train.lr"]["high"],
-                                                     log=True),
-                "per_device_train_batch_size": trial.suggest_categorical("per_device_train_batch_size", [16, 32]),
-                "num_train_epochs": trial.suggest_int("num_train_epochs", 1, args.epochs_max),
-                "warmup_ratio": trial.suggest_float("warmup_ratio", 0.0, 0.2),
-                "weight_decay": trial.suggest_float("weight_decay", 0.0, 0.1)}
-
     targs = TrainingArguments(output_dir=str(out / "trainer"), eval_strategy="steps", eval_steps=args.eval_every,
                               save_strategy="no", report_to=[], seed=args.seed, per_device_eval_batch_size=128,
                               train_sampling_strategy="group_by_length", optim="adamw_torch_fused",
@@ -127,7 +132,7 @@ def run_trainer(args, train: Path, dev: Path, out: Path) -> list[dict]:
                       args=targs, train_dataset=train_set, eval_dataset=dev_set, compute_metrics=metrics,
                       data_collator=DataCollatorWithPadding(tok), callbacks=[Budget()])
     try:
-        trainer.hyperparameter_search(hp_space=hp_space, compute_objective=lambda m: m["eval_accuracy"],
+        trainer.hyperparameter_search(hp_space=trainer_hp_space(args), compute_objective=lambda m: m["eval_accuracy"],
                                       n_trials=1000, direction="maximize", backend="optuna",
                                       sampler=optuna.samplers.TPESampler(seed=args.seed))
     except BudgetSpent:
