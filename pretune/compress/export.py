@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -34,6 +35,18 @@ class _LogitsOnly(nn.Module):
 
     def forward(self, *args):
         return self.model(**dict(zip(self.names, args))).logits
+
+
+@contextlib.contextmanager
+def in_folder(path: Path):
+    """Run with ``path`` as the working folder: ONNX Runtime's quantization tools drop temporary
+    files (``sym_shape_infer_temp.onnx``, ``<uuid>.data``) into the current folder."""
+    here = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(here)
 
 
 @contextlib.contextmanager
@@ -99,7 +112,7 @@ def fuse_bert(path: Path, out: Path, model: nn.Module) -> None:
     kind = "bert" if cfg.model_type in ("bert", "roberta", "distilbert", "xlm-roberta", "electra") else None
     if kind is None:
         raise PretuneError(f"no ONNX Runtime fusion for model type {cfg.model_type!r}")
-    with quiet():
+    with quiet(), in_folder(out.parent):
         opt = optimizer.optimize_model(str(path), model_type=kind, num_heads=0, hidden_size=0, opt_level=0)
         opt.save_model_to_file(str(out))
 

@@ -118,7 +118,7 @@ def compress(model_dir: str | os.PathLike, data: str, *, train: Optional[str] = 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ctx = Context(folder, model, tokenizer, spec, train_set, eval_set, cfg, pad_id)
 
-    out = Path(output)
+    out = Path(output).resolve()
     out.mkdir(parents=True, exist_ok=True)
     log.info("compress %s: %d methods, eval on %s (%d rows), training rows %s", folder, len(names), data,
              len(eval_set), f"from {train} ({len(train_set)})" if train else "none")

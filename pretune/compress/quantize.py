@@ -110,11 +110,11 @@ def int8_dynamic_ort(ctx: Context, out: Path) -> dict:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    cfg = ctx.cfg
+    cfg, out = ctx.cfg, out.resolve()  # absolute: the quantizers run in a temporary folder
     with tempfile.TemporaryDirectory() as tmp:
         path, facts = _export_fp32(ctx, Path(tmp), cfg.ort_optimize)
         exclude = _node_names(path, cfg.keep_fp32)
-        with ex.quiet():
+        with ex.quiet(), ex.in_folder(Path(tmp)):
             quantize_dynamic(str(path), str(out / ONNX_FILE), per_channel=cfg.per_channel,
                              reduce_range=cfg.reduce_range, weight_type=QuantType.QInt8,
                              nodes_to_exclude=exclude or None,
@@ -156,14 +156,14 @@ def int8_static_ort(ctx: Context, out: Path) -> dict:
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quant_pre_process,
                                           quantize_static)
 
-    cfg = ctx.cfg
+    cfg, out = ctx.cfg, out.resolve()  # absolute: the quantizers run in a temporary folder
     if len(ctx.train) == 0:
         raise PretuneError("static int8 needs training rows for calibration; pass --train FILE")
     with tempfile.TemporaryDirectory() as tmp:
         # Static QDQ runs on the unfused graph: ONNX Runtime fuses QDQ pairs into int8 kernels at load.
         path, facts = _export_fp32(ctx, Path(tmp), fuse=False)
         prep = Path(tmp) / "prep.onnx"
-        with ex.quiet():
+        with ex.quiet(), ex.in_folder(Path(tmp)):
             try:
                 quant_pre_process(str(path), str(prep))
             except Exception:  # symbolic shape inference fails on some graphs; ONNX's own is enough here
@@ -171,7 +171,7 @@ def int8_static_ort(ctx: Context, out: Path) -> dict:
         names = [i.name for i in onnx.load(str(prep), load_external_data=False).graph.input]
         reader = _Calibration(ctx, cfg.calibration_samples, names)
         exclude = _node_names(prep, cfg.keep_fp32)
-        with ex.quiet():
+        with ex.quiet(), ex.in_folder(Path(tmp)):
             quantize_static(str(prep), str(out / ONNX_FILE), reader, quant_format=QuantFormat.QDQ,
                             op_types_to_quantize=["MatMul", "Gemm"], per_channel=cfg.per_channel,
                             reduce_range=cfg.reduce_range, activation_type=QuantType.QUInt8,

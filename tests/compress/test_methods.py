@@ -33,8 +33,12 @@ def build(ctx, name, tmp_path):
 
 @pytest.mark.parametrize("name, atol", [("int8-dynamic-torch", 0.15), ("int8-dynamic-ort", 0.15),
                                         ("int8-static-ort", 0.3)])
-def test_int8_logits_close_to_fp32(ctx, fp32_logits, tmp_path, name, atol):
+def test_int8_logits_close_to_fp32(ctx, fp32_logits, tmp_path, monkeypatch, name, atol):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # the ONNX Runtime tools drop temporary files in the working folder
     out, _ = build(ctx, name, tmp_path)
+    assert not any(cwd.iterdir())
     q = logits_of(out, ctx.eval, ctx.pad_id)
     spread = float(np.abs(fp32_logits).max())
     assert np.abs(q - fp32_logits).max() < atol * spread  # int8 error is a small fraction of the logit range
