@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
 import warnings
 
@@ -22,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("pretune.fit_cli:eval", "evaluate a fine-tuned model folder on a labelled file"),
     "predict": ("pretune.fit_cli:predict", "predict labels and probabilities for a file (JSONL out)"),
     "validate": ("pretune.fit_cli:validate", "check a config file and print it resolved"),
+    "search": ("pretune.search.cli", "search hyperparameters: many fits, pruned, budgeted, resumable"),
     "compress": ("pretune.compress.cli", "make int8, pruned, distilled and ONNX variants; bench and gate each"),
     "bench": ("pretune.bench.cli", "measure accuracy, latency, throughput, size and memory of a model folder"),
 }
@@ -67,12 +69,23 @@ def quiet_libraries(verbose: bool = False) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
+OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.\w+)+=")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # Dotted overrides (train.lr=3e-5) may stand anywhere among the flags; argparse wants positionals
+    # together, so take them out first.
+    overrides = [a for a in argv if OVERRIDE.match(a)]
+    argv = [a for a in argv if not OVERRIDE.match(a)]
     # Build only the chosen subcommand's arguments: `pretune fit` never imports onnxruntime.
     only = next((a for a in argv if a in COMMANDS), None)
     parser = build_parser(only)
     args = parser.parse_args(argv)
+    if overrides:
+        if not hasattr(args, "overrides"):
+            parser.error(f"{args.command or 'pretune'} takes no KEY=VALUE overrides (got {overrides[0]})")
+        args.overrides = [*(args.overrides or []), *overrides]
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0 if not argv else 2

@@ -18,7 +18,7 @@ from .data import TaskData, load_task_data
 from .errors import ConfigError
 from .models import apply_method, check_model_folder, count_parameters, load_for_task, load_tokenizer, unwrap_for_saving
 from .train import Callback, evaluate, train
-from .utils import atomic_path, read_jsonl, set_threads, write_json
+from .utils import atomic_path, seed_everything, set_threads, write_json
 
 log = logging.getLogger("pretune")
 
@@ -61,6 +61,7 @@ def prepare(cfg: RunConfig):
     check_model_folder(cfg.model.path, cfg.model.allow_pickle)
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
     data = load_task_data(cfg.data, tokenizer, seed=cfg.train.seed)
+    seed_everything(cfg.train.seed)  # the new head and adapters are initialised from the seed
     model, tokenizer = load_for_task(cfg.model, data.spec)
     model = apply_method(model, cfg)
     return tokenizer, data, model

@@ -48,12 +48,18 @@ class Encoded:
 
 
 def _tokenizer_fingerprint(tokenizer) -> str:
+    # The fast tokenizer's JSON describes it completely (vocab, normaliser, templates).
     h = hashlib.sha256()
-    h.update(type(tokenizer).__name__.encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        h.update(backend.to_str().encode())
+        import json
+        spec = json.loads(backend.to_str())
+        # Calling the tokenizer records truncation/padding settings in this JSON: not part of identity.
+        spec.pop("truncation", None)
+        spec.pop("padding", None)
+        h.update(json.dumps(spec, sort_keys=True).encode())
     else:
+        h.update(type(tokenizer).__name__.encode())
         h.update(repr(sorted(tokenizer.get_vocab().items())).encode())
     return h.hexdigest()[:16]
 

@@ -116,6 +116,8 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
     scheduler = build_scheduler(optimizer, cfg, total)
 
     run_dir = Path(run_dir) if run_dir else None
+    if run_dir:
+        run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = run_dir / "checkpoints" if run_dir else None
     metrics_path = run_dir / "metrics.jsonl" if run_dir else None
     st = TrainState()

@@ -1,0 +1,159 @@
+"""Behaviour of the training loop on a tiny BERT: equivalences, convergence, stopping, resume."""
+
+import math
+
+import pytest
+import torch
+
+from pretune.config import config_from_dict
+from pretune.data import load_task_data
+from pretune.finetune import prepare
+from pretune.train import TrainingDiverged, build_optimizer, build_scheduler, param_groups, train
+from pretune.train.checkpoint import list_checkpoints
+from conftest import make_tiny_bert, tiny_config
+
+
+@pytest.fixture(scope="module")
+def no_dropout_bert(tmp_path_factory):
+    import json
+    folder = make_tiny_bert(tmp_path_factory.mktemp("m") / "bert", seed=1)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return folder
+
+
+def _setup(model_dir, data_csv, tmp_path, **train):
+    cfg = config_from_dict(tiny_config(model_dir, data_csv, tmp_path / "run", train=train))
+    tok, data, model = prepare(cfg)
+    return cfg, tok, data, model
+
+
+def _weights(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def test_accumulation_gives_the_same_update_as_the_big_batch(no_dropout_bert, sentiment_csv, tmp_path):
+    finals = []
+    for bs, accum in ((16, 1), (4, 4)):
+        cfg, tok, data, model = _setup(no_dropout_bert, sentiment_csv, tmp_path, batch_size=bs, grad_accum=accum,
+                                       epochs=1, group_by_length=False, restore_best=False)
+        train(model, data.train, data.eval, data.spec, cfg.train, pad_id=tok.pad_token_id)
+        finals.append(_weights(model))
+    for name in finals[0]:
+        assert torch.allclose(finals[0][name], finals[1][name], atol=2e-5), name
+
+
+def test_overfitting_one_batch_drives_the_loss_down(tiny_bert, sentiment_csv, tmp_path):
+    cfg, tok, data, model = _setup(tiny_bert, sentiment_csv, tmp_path, batch_size=16, max_steps=60, lr=3e-3,
+                                   warmup=0, schedule="constant")
+    one = data.train.select(list(range(16)))
+    result = train(model, one, one, data.spec, cfg.train, pad_id=tok.pad_token_id)
+    first, last = result.history[0]["loss"], result.history[-1]["loss"]
+    assert last < 0.1 * first and result.history[-1]["accuracy"] == 1.0
+
+
+def test_learns_the_task_and_reports_every_evaluation(tiny_bert, sentiment_csv, tmp_path):
+    cfg, tok, data, model = _setup(tiny_bert, sentiment_csv, tmp_path, epochs=4, eval_every=5)
+    seen = []
+    result = train(model, data.train, data.eval, data.spec, cfg.train, pad_id=tok.pad_token_id,
+                   callback=lambda step, m: seen.append((step, m["accuracy"])))
+    assert [s for s, _ in seen] == [h["step"] for h in result.history]
+    assert seen[0][0] == 5 and seen[-1][0] == result.step
+    assert result.best["accuracy"] >= 0.9
+
+
+def test_callback_exception_stops_training(tiny_bert, sentiment_csv, tmp_path):
+    cfg, tok, data, model = _setup(tiny_bert, sentiment_csv, tmp_path, epochs=3, eval_every=2)
+
+    class Pruned(Exception):
+        pass
+
+    def prune(step, metrics):
+        if step >= 4:
+            raise Pruned
+
+    with pytest.raises(Pruned):
+        train(model, data.train, data.eval, data.spec, cfg.train, pad_id=tok.pad_token_id, callback=prune)
+
+
+def test_early_stopping(tiny_bert, sentiment_csv, tmp_path):
+    # lr 0 never improves on the first evaluation: patience 1 stops at the third
+    cfg, tok, data, model = _setup(tiny_bert, sentiment_csv, tmp_path, epochs=10, eval_every=1, lr=1e-12,
+                                   early_stopping_patience=1, warmup=0)
+    result = train(model, data.train, data.eval, data.spec, cfg.train, pad_id=tok.pad_token_id)
+    assert result.stopped_early and len(result.history) == 3
+
+
+def test_nan_loss_raises_diverged(tiny_bert, sentiment_csv, tmp_path):
+    cfg, tok, data, model = _setup(tiny_bert, sentiment_csv, tmp_path)
+    with torch.no_grad():
+        model.classifier.weight.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match="loss became nan at step 1; lower train.lr"):
+        train(model, data.train, data.eval, data.spec, cfg.train, pad_id=tok.pad_token_id)
+
+
+def test_layer_wise_lr_decay_and_no_decay_groups(tiny_bert, sentiment_csv, tmp_path):
+    cfg, tok, data, model = _setup(tiny_bert, sentiment_csv, tmp_path, layer_lr_decay=0.5, lr=1.0)
+    groups = param_groups(model, cfg.train)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    wd_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    params = dict(model.named_parameters())
+    # 2 layers: embeddings 0.5**3, layer.0 0.5**2, layer.1 0.5, head 1
+    assert lr_of[id(params["bert.embeddings.word_embeddings.weight"])] == pytest.approx(0.125)
+    assert lr_of[id(params["bert.encoder.layer.0.attention.self.query.weight"])] == pytest.approx(0.25)
+    assert lr_of[id(params["bert.encoder.layer.1.output.dense.weight"])] == pytest.approx(0.5)
+    assert lr_of[id(params["classifier.weight"])] == pytest.approx(1.0)
+    assert wd_of[id(params["bert.encoder.layer.0.output.LayerNorm.weight"])] == 0.0
+    assert wd_of[id(params["bert.encoder.layer.0.output.dense.bias"])] == 0.0
+    assert wd_of[id(params["bert.encoder.layer.0.output.dense.weight"])] == cfg.train.weight_decay
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "constant"])
+def test_schedules_warm_up_then_decay(tiny_bert, sentiment_csv, tmp_path, schedule):
+    cfg, tok, data, model = _setup(tiny_bert, sentiment_csv, tmp_path, schedule=schedule, warmup=10, lr=1.0)
+    opt = build_optimizer(model, cfg.train)
+    sched = build_scheduler(opt, cfg.train, 100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a <= b + 1e-12 for a, b in zip(lrs[:10], lrs[1:10]))
+    end = {"linear": 1 / 90, "cosine": 0.5 * (1 + math.cos(math.pi * 89 / 90)), "constant": 1.0}[schedule]
+    assert lrs[-1] == pytest.approx(end, abs=1e-6)
+
+
+def test_in_process_resume_matches_uninterrupted(tiny_bert, sentiment_csv, tmp_path):
+    kw = dict(epochs=3, eval_every=4, checkpoint_every=4, restore_best=False)
+    cfg, tok, data, model = _setup(tiny_bert, sentiment_csv, tmp_path, **kw)
+    train(model, data.train, data.eval, data.spec, cfg.train, pad_id=tok.pad_token_id)
+    expected = _weights(model)
+
+    class Kill(Exception):
+        pass
+
+    def kill(step, metrics):
+        if step == 16:
+            raise Kill
+
+    run = tmp_path / "resumed"
+    cfg, tok, data, model = _setup(tiny_bert, sentiment_csv, tmp_path, **kw)
+    with pytest.raises(Kill):
+        train(model, data.train, data.eval, data.spec, cfg.train, pad_id=tok.pad_token_id, run_dir=run,
+              callback=kill)
+    assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step-00000008", "step-00000012"]
+    cfg, tok, data, model = _setup(tiny_bert, sentiment_csv, tmp_path, **kw)  # fresh process state
+    result = train(model, data.train, data.eval, data.spec, cfg.train, pad_id=tok.pad_token_id, run_dir=run,
+                   resume=True)
+    assert result.step == 42 and [h["step"] for h in result.history][:4] == [4, 8, 12, 16]
+    for name, value in _weights(model).items():
+        assert torch.equal(value, expected[name]), name
+
+
+def test_bf16_and_gradient_checkpointing_train(tiny_bert, sentiment_csv, tmp_path):
+    cfg, tok, data, model = _setup(tiny_bert, sentiment_csv, tmp_path, bf16=True, gradient_checkpointing=True,
+                                   epochs=4)
+    result = train(model, data.train, data.eval, data.spec, cfg.train, pad_id=tok.pad_token_id)
+    assert result.best["accuracy"] >= 0.8
