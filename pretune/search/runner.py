@@ -118,15 +118,36 @@ def trial_config(plan: SearchPlan, values: dict[str, Any], trial_dir: Path):
     return config_from_dict(data)
 
 
-def _objective_values(plan: SearchPlan, result: Any) -> list[float]:
+LATENCY_METRICS = {"latency_ms": "p50", "latency_p50_ms": "p50", "latency_p95_ms": "p95"}
+
+
+def _measured_latency(cfg, result: Any) -> dict[str, float]:
+    """Batch-1 latency of the trial's saved model, measured by the bench harness on a few eval rows."""
+    from ..bench.harness import BenchConfig, measure
+
+    data = cfg.data.eval or cfg.data.train
+    bench_cfg = BenchConfig(threads=cfg.train.threads or 2, latency_rows=16, warmup=5, runs=50,
+                            max_length=cfg.data.max_length, max_eval_samples=64, seed=cfg.train.seed)
+    out = measure(result.model_dir, data, text=cfg.data.text, text_pair=cfg.data.text_pair, label=cfg.data.label,
+                  cfg=bench_cfg)
+    return {name: float(out["latency_ms"][key]) for name, key in LATENCY_METRICS.items()}
+
+
+def _objective_values(plan: SearchPlan, cfg, result: Any) -> list[float]:
+    extra: dict[str, float] = {}
+    if any(m in LATENCY_METRICS for m, _ in plan.objectives):
+        extra = _measured_latency(cfg, result)
     out = []
     for metric, _ in plan.objectives:
         if metric in result.eval:
             out.append(float(result.eval[metric]))
+        elif metric in extra:
+            out.append(extra[metric])
         elif isinstance(getattr(result, metric, None), (int, float)):
             out.append(float(getattr(result, metric)))
         else:
-            have = sorted(result.eval) + ["trainable_params", "total_params", "train_samples", "seconds"]
+            have = sorted(result.eval) + ["trainable_params", "total_params", "train_samples", "seconds",
+                                          *LATENCY_METRICS]
             raise ConfigError(f"search.objectives: metric {metric!r} not produced; available: {', '.join(have)}")
     return out
 
@@ -196,7 +217,7 @@ def run_trial(trial: optuna.Trial, plan: SearchPlan, train_fn: TrainFn, deadline
         cfg = trial_config(plan, values, trial_dir)
         with _quiet_fit():
             result = train_fn(cfg, callback=_make_callback(trial, plan, deadline), overwrite=True)
-        scores = _objective_values(plan, result)
+        scores = _objective_values(plan, cfg, result)
     except optuna.TrialPruned:
         raise
     except TRIAL_ERRORS as e:

@@ -160,3 +160,11 @@ def test_a_bug_in_training_is_not_swallowed(tmp_path):
 
     with pytest.raises(KeyError):
         search(cfg(tmp_path, n_trials=2), train_fn=buggy_fit)
+
+
+def test_pretune_search_is_callable_as_the_api(tmp_path):
+    import pretune
+    import pretune.search.cli  # noqa: F401  (importing a submodule must not hide the API)
+
+    result = pretune.search(cfg(tmp_path, n_trials=1), train_fn=fake_fit)
+    assert result.counts["done"] == 1

@@ -63,3 +63,17 @@ def test_cli_timeout_flag_is_parsed(base_config, tmp_path, capsys):
     path.write_text(yaml.safe_dump(base_config))
     assert main(["search", "--config", str(path), "--timeout", "soon"]) == 2
     assert "--timeout: cannot read duration 'soon'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_accuracy_and_measured_latency_objectives_give_a_pareto_set(base_config):
+    from pretune.search import search
+
+    base_config["search"] = {"space": {"method.name": ["full", "lora"], "lora.r": {"choices": [2], "when":
+                             {"method.name": "lora"}}}, "sampler": "grid", "n_trials": 2,
+                             "objectives": ["accuracy", "latency_ms"]}
+    result = search(base_config)
+    assert result.objectives == [("accuracy", "maximize"), ("latency_ms", "minimize")]
+    done = [r for r in result.trials if r["state"] == "complete"]
+    assert len(done) == 2 and all(r["latency_ms"] > 0 for r in done)
+    assert result.pareto and {r["number"] for r in result.pareto} <= {r["number"] for r in done}
