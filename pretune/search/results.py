@@ -39,7 +39,7 @@ class SearchResult:
     stopped_by: Optional[str] = None
 
 
-def trial_row(t: FrozenTrial, plan: SearchPlan) -> dict[str, Any]:
+def trial_row(t: FrozenTrial, plan: SearchPlan, reruns: dict[int, int]) -> dict[str, Any]:
     """One trial as a flat record: number, state, objective values, samples, duration, reason, params."""
     values = t.values or [None] * len(plan.objectives)
     row: dict[str, Any] = {"number": t.number, "state": t.state.name.lower()}
@@ -52,7 +52,8 @@ def trial_row(t: FrozenTrial, plan: SearchPlan) -> dict[str, Any]:
                 "retry_of": t.system_attrs.get("failed_trial"),
                 "last_step": t.last_step})
     if t.state == TrialState.FAIL and row["fail_reason"] is None:
-        row["fail_reason"] = "worker died mid-trial (heartbeat stopped); re-queued"
+        again = f"re-run as trial {reruns[t.number]}" if t.number in reruns else "not re-run yet"
+        row["fail_reason"] = f"worker died mid-trial (heartbeat stopped); {again}"
     for key, value in t.params.items():
         row[f"params.{key}"] = value
     for key, value in (t.user_attrs.get("metrics") or {}).items():
@@ -119,7 +120,9 @@ def collect(study: optuna.Study, plan: SearchPlan, stopped_by: Optional[str] = N
     with quiet():
         optuna.storages.fail_stale_trials(study)  # so a dead worker's trial is not listed as running
     trials = study.get_trials(deepcopy=False)
-    rows = [trial_row(t, plan) for t in trials]
+    # retry copy -> the trial it re-runs (the last one in its retry history)
+    reruns = {t.system_attrs["retry_history"][-1]: t.number for t in trials if t.system_attrs.get("retry_history")}
+    rows = [trial_row(t, plan, reruns) for t in trials]
     plan.output.mkdir(parents=True, exist_ok=True)
     write_table(rows, plan.output)
     imp = importances(study, plan)

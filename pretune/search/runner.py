@@ -34,6 +34,8 @@ log = logging.getLogger("pretune.search")
 
 TrainFn = Callable[..., Any]  # fit(cfg, *, callback=None, overwrite=False) -> FitResult-like
 BUDGET_STOP = "stopped by the search budget"
+INTERRUPTED = "interrupted (Ctrl-C)"
+NOT_COUNTED = (BUDGET_STOP, INTERRUPTED)  # failed for reasons unrelated to the parameters
 
 
 class BudgetStop(PretuneError):
@@ -62,7 +64,7 @@ def is_counted(t: optuna.trial.FrozenTrial) -> bool:
     if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
     reason = t.user_attrs.get("fail_reason")
-    return t.state == TrialState.FAIL and reason is not None and reason != BUDGET_STOP
+    return t.state == TrialState.FAIL and reason is not None and reason not in NOT_COUNTED
 
 
 def counts(trials: list[optuna.trial.FrozenTrial]) -> dict[str, int]:
@@ -222,6 +224,9 @@ def run_trial(trial: optuna.Trial, plan: SearchPlan, train_fn: TrainFn, deadline
         raise
     except TRIAL_ERRORS as e:
         trial.set_user_attr("fail_reason", _fail_reason(e))
+        raise
+    except KeyboardInterrupt:
+        trial.set_user_attr("fail_reason", INTERRUPTED)
         raise
     except RuntimeError as e:
         if "out of memory" not in str(e).lower():

@@ -104,7 +104,9 @@ def test_sigkill_mid_trial_then_restart_loses_and_double_counts_nothing(tmp_path
     complete = [t for t in after if t.state == TrialState.COMPLETE]
     assert len(complete) == 4  # n_trials=4 counted once each: the killed one is not counted
     rows = json.loads((out / "trials.json").read_text())
-    assert "heartbeat" in rows[killed[0].number]["fail_reason"]
+    assert rows[killed[0].number]["fail_reason"] == (f"worker died mid-trial (heartbeat stopped); re-run as trial "
+                                                     f"{retries[0].number}")
+    assert rows[retries[0].number]["retry_of"] == killed[0].number
 
 
 TORCHRUN_SCRIPT = """

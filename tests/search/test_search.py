@@ -168,3 +168,19 @@ def test_pretune_search_is_callable_as_the_api(tmp_path):
 
     result = pretune.search(cfg(tmp_path, n_trials=1), train_fn=fake_fit)
     assert result.counts["done"] == 1
+
+
+def test_ctrl_c_mid_trial_then_rerun_does_not_count_the_interrupted_trial(tmp_path):
+    calls = {"n": 0}
+
+    def interrupted_fit(config, *, callback=None, overwrite=False):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return fake_fit(config, callback=callback, overwrite=overwrite)
+
+    with pytest.raises(KeyboardInterrupt):
+        search(cfg(tmp_path, n_trials=3), train_fn=interrupted_fit)
+    result = search(cfg(tmp_path, n_trials=3), train_fn=interrupted_fit)
+    assert [r["state"] for r in result.trials] == ["complete", "fail", "complete", "complete"]
+    assert result.trials[1]["fail_reason"] == "interrupted (Ctrl-C)" and result.counts["done"] == 3
