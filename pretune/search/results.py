@@ -85,7 +85,8 @@ def importances(study: optuna.Study, plan: SearchPlan) -> dict[str, Any]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 imp = optuna.importance.get_param_importances(
-                    study, target=(lambda t, i=i: t.values[i]) if plan.multi else None)
+                    study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=plan.seed),
+                    target=(lambda t, i=i: t.values[i]) if plan.multi else None)
             out[metric] = {k: round(float(v), 4) for k, v in imp.items()}
         except (ValueError, RuntimeError) as e:  # e.g. no parameter shared by all complete trials
             out[metric] = {"error": str(e).splitlines()[0]}
