@@ -154,7 +154,9 @@ def _environment() -> dict:
     import torch
 
     env = {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or
-           platform.machine(), "cpu_count": os.cpu_count()}
+           platform.machine(), "cpu_count": os.cpu_count(),
+           # other processes competing for the cores make latencies meaningless; keep the evidence
+           "loadavg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
     try:
         import onnxruntime
         env["onnxruntime"] = onnxruntime.__version__

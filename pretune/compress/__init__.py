@@ -3,6 +3,9 @@
 Importing this package registers every method (``METHODS``: name -> function).
 """
 
+import sys
+import types
+
 from . import distill as _distill  # noqa: F401  (registers distill)
 from . import prune as _prune  # noqa: F401  (registers prune-magnitude, prune-structured)
 from . import quantize as _quantize  # noqa: F401  (registers onnx and the int8 methods)
@@ -12,3 +15,14 @@ from .registry import METHODS, Context, register, resolve
 
 __all__ = ["compress", "METHODS", "register", "resolve", "Context", "gate", "pareto_front", "points_lost",
            "check_config", "find_model_folder", "load_results", "RESULTS_FILE"]
+
+
+class _CallableModule(types.ModuleType):
+    """``pretune.compress(...)`` calls ``compress``: the package and the API function share the name, and
+    importing a submodule rebinds ``pretune.compress`` to this package, so the package itself is callable."""
+
+    def __call__(self, *args, **kwargs):
+        return compress(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

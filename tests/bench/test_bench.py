@@ -103,3 +103,10 @@ def test_cli(teacher, tiny_data, tmp_path, capsys):
     assert (tmp_path / "bench.json").is_file()
     assert main(["bench", str(teacher), "--data", str(tiny_data[1]), "--runs", "0"]) == 2
     assert "--runs: must be >= 1" in capsys.readouterr().err
+
+
+def test_package_is_callable_as_the_api_function(teacher, tiny_data, torch_result):
+    import pretune.bench
+
+    r = pretune.bench(teacher, str(tiny_data[1]), cfg=FAST)  # pretune.bench(...) as the issue spells it
+    assert r["eval"]["metrics"] == torch_result[0]["eval"]["metrics"]
