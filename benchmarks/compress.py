@@ -15,7 +15,6 @@ Results: OUTPUT/results.json (all measurements), OUTPUT/summary.md (the table).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -46,6 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--keep-fp32", default=None, help="comma-separated node/module name parts kept in fp32")
     p.add_argument("--no-per-channel", action="store_true")
     p.add_argument("--reduce-range", action="store_true")
+    p.add_argument("--rebench", action="store_true",
+                   help="measure the source and the variants already in OUTPUT again (no rebuilding)")
     return p.parse_args(argv)
 
 
@@ -89,10 +90,14 @@ def main(argv=None) -> int:
 
     quiet_libraries()
     from pretune.compress import compress
-    from pretune.compress.cli import format_table
     from pretune.config import CompressConfig
 
     started = time.time()
+    if args.rebench:
+        from pretune.compress import rebench
+        results = rebench(args.output, threads=args.threads, runs=args.runs,
+                          columns={"text": "sentence", "text_pair": None, "label": "label"})
+        return report(args, argv, results, results["source"], started)
     model = Path(args.model) if args.model else finetune(args)
     cfg = CompressConfig(
         methods=args.methods.split(",") if args.methods else None, threads=args.threads, bench_runs=args.runs,
@@ -101,17 +106,27 @@ def main(argv=None) -> int:
         reduce_range=args.reduce_range, isolate=True)
     results = compress(model, f"{args.data}/dev.tsv", train=f"{args.data}/train.tsv", text="sentence",
                        label="label", output=args.output, cfg=cfg)
+    return report(args, argv, results, model, started)
+
+
+def report(args, argv, results: dict, model, started: float) -> int:
+    """Print the table and the target verdicts; write OUTPUT/summary.md."""
+    from pretune.compress.cli import format_table
+
     table = format_table(results)
     lines = verdicts(results)
     cmd = "python benchmarks/compress.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    loads = [results["source_bench"]["environment"].get("loadavg_1m")] + \
+        [v["bench"]["environment"].get("loadavg_1m") for v in results["variants"] if "bench" in v]
+    loads = [x for x in loads if x is not None]
+    load = f"; 1-min load average {min(loads):.1f}-{max(loads):.1f} during the benches" if loads else ""
     summary = (f"command: `{cmd.strip()}`\n\nsource: {model}; {args.threads} threads; "
-               f"{results['source_bench']['eval']['rows']} dev rows; wall {time.time() - started:.0f} s\n\n"
+               f"{results['source_bench']['eval']['rows']} dev rows; wall {time.time() - started:.0f} s{load}\n\n"
                f"```\n{table}\n```\n\n" + "\n".join(f"- {line}" for line in lines) + "\n")
     Path(args.output, "summary.md").write_text(summary)
     print(table)
     print("\n".join(lines))
     print(f"results: {args.output}/results.json, {args.output}/summary.md")
-    json.dumps(results)  # results.json was written by compress; this only checks it serialises
     return 0
 
 

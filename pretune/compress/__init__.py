@@ -10,10 +10,10 @@ from . import distill as _distill  # noqa: F401  (registers distill)
 from . import prune as _prune  # noqa: F401  (registers prune-magnitude, prune-structured)
 from . import quantize as _quantize  # noqa: F401  (registers onnx and the int8 methods)
 from .gate import gate, pareto_front, points_lost
-from .pipeline import RESULTS_FILE, check_config, compress, find_model_folder, load_results
+from .pipeline import RESULTS_FILE, check_config, compress, find_model_folder, load_results, rebench
 from .registry import METHODS, Context, register, resolve
 
-__all__ = ["compress", "METHODS", "register", "resolve", "Context", "gate", "pareto_front", "points_lost",
+__all__ = ["compress", "rebench", "METHODS", "register", "resolve", "Context", "gate", "pareto_front", "points_lost",
            "check_config", "find_model_folder", "load_results", "RESULTS_FILE"]
 
 

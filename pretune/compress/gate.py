@@ -35,6 +35,7 @@ def gate(entry: dict, source_bench: dict, tolerance: float) -> None:
                            f"(tolerance {tolerance:g})")
     else:
         entry["status"] = "accepted"
+        entry.pop("reason", None)  # from an earlier measurement that rejected it
 
 
 def ratios(bench: dict, source: dict) -> dict:

@@ -141,3 +141,17 @@ def test_cli_runs_and_prints_table(teacher, tiny_data, tmp_path, capsys):
     table = capsys.readouterr().out
     assert "source (fp32)" in table and "onnx" in table and "accepted" in table
     assert (out / "onnx" / "model.onnx").is_file()
+
+
+def test_rebench_measures_again_and_keeps_the_decisions(results):
+    from pretune.compress import rebench
+
+    r, out = results
+    again = rebench(out, runs=3)
+    assert again["config"]["bench_runs"] == 3 and "rebenched" in again
+    for old, new in zip(r["variants"], again["variants"]):
+        assert new["status"] == old["status"]  # accuracy is deterministic: the gate decides the same
+        if "bench" in old:
+            assert new["bench"]["eval"]["metrics"] == old["bench"]["eval"]["metrics"]
+            assert new["bench"]["latency_ms"]["runs"] == 3
+    assert json.loads((out / "results.json").read_text())["rebenched"] == again["rebenched"]
