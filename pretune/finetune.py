@@ -16,7 +16,15 @@ from typing import Any, Optional
 from .config import RunConfig, config_from_dict, load_config
 from .data import TaskData, load_task_data
 from .errors import ConfigError
-from .models import apply_method, check_model_folder, count_parameters, load_for_task, load_tokenizer, unwrap_for_saving
+from .models import (
+    apply_method,
+    check_model_folder,
+    count_parameters,
+    load_for_task,
+    load_tokenizer,
+    resolve_model_path,
+    unwrap_for_saving,
+)
 from .train import Callback, evaluate, train
 from .utils import atomic_path, seed_everything, set_threads, write_json
 
@@ -58,6 +66,7 @@ def prepare(cfg: RunConfig):
     """Load and check everything a fit needs: (tokenizer, TaskData, model ready to train)."""
     if not cfg.model.path:
         raise ConfigError("no model: pass --model DIR or set model.path")
+    cfg.model.path = resolve_model_path(cfg.model.path)
     check_model_folder(cfg.model.path, cfg.model.allow_pickle)
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
     data = load_task_data(cfg.data, tokenizer, seed=cfg.train.seed)

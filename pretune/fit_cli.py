@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from .config import load_config
 
@@ -27,7 +26,7 @@ def add_model_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config file")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides, e.g. train.lr=3e-5")
     g = p.add_argument_group("model and data (override the config)")
-    g.add_argument("--model", help="Hugging Face model folder")
+    g.add_argument("--model", help="Hugging Face model folder, or minilm for the packaged all-MiniLM-L6-v2")
     g.add_argument("--train", help="training data (CSV, TSV, JSONL, Parquet)")
     g.add_argument("--eval", help="evaluation data; default: a stratified split of --train")
     g.add_argument("--text", help="text column (default: text)")

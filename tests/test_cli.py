@@ -9,10 +9,10 @@ import time
 
 import pytest
 import torch
+from conftest import make_rows, write_csv
 from safetensors.torch import load_file
 
 from pretune.cli import main
-from conftest import make_rows, write_csv
 
 
 def fit_args(model, train, out, *extra):
@@ -83,7 +83,8 @@ def _bad_inputs(tmp_path, tiny_bert, train):
         "missing file": (["--train", str(tmp_path / "nope.csv")], "nope.csv: data file not found"),
         "unknown format": (["--train", str(tmp_path / "sheet.xlsx")], "unknown data format"),
         "missing column": (["--train", str(train), "--text", "review"], "no text column 'review'"),
-        "empty text": (["--train", str(tmp_path / "empty_text.csv")], "empty_text.csv, line 3, column 'text': empty text"),
+        "empty text": (["--train", str(tmp_path / "empty_text.csv")],
+                       "empty_text.csv, line 3, column 'text': empty text"),
         "not utf-8": (["--train", str(tmp_path / "latin1.csv")], "latin1.csv, line 3: bytes"),
         "unseen eval label": (["--train", str(train), "--eval", str(tmp_path / "unseen.csv")],
                               "unseen.csv, line 3, column 'label': label 'meh' does not occur in the training data"),
@@ -94,7 +95,8 @@ def _bad_inputs(tmp_path, tiny_bert, train):
         "not a model": (["--model", str(tmp_path / "notmodel")], "not a Hugging Face model folder"),
         "lora targets": (["--method", "lora", "lora.target_modules=q_proj,v_proj"],
                          "match no Linear layer; available Linear names:"),
-        "unknown key": (["train.learning_rate=1e-3"], "unknown key 'train.learning_rate'; valid keys here: train.epochs"),
+        "unknown key": (["train.learning_rate=1e-3"],
+                        "unknown key 'train.learning_rate'; valid keys here: train.epochs"),
         "wrong type": (["train.epochs=many"], "train.epochs: expected float, got 'many'"),
     }
 

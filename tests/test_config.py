@@ -1,6 +1,6 @@
 import pytest
 
-from pretune.config import RunConfig, config_from_dict, load_config, parse_overrides
+from pretune.config import config_from_dict, load_config, parse_overrides
 from pretune.errors import ConfigError
 
 

@@ -7,8 +7,16 @@ from typing import Optional
 
 from ..config import DataConfig
 from ..errors import DataError
-from .dataset import (Examples, TaskSpec, build_spec, encode_labels, infer_task, read_examples,
-                      stratified_split, subsample)
+from .dataset import (
+    Examples,
+    TaskSpec,
+    build_spec,
+    encode_labels,
+    infer_task,
+    read_examples,
+    stratified_split,
+    subsample,
+)
 from .encoded import Encoded, collate, epoch_batches, eval_batches, padding_fraction, tokenize
 from .readers import Table, read_table
 

@@ -10,15 +10,12 @@ that resume can reproduce.
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import numpy as np
-import torch
 
 from ..errors import DataError
 from .readers import Table, is_missing, read_table

@@ -1,9 +1,27 @@
 """Model stage: load a folder safely, attach a head, choose which parameters train."""
 
-from .load import check_model_folder, load_finetuned, load_for_task, load_tokenizer, packaged_minilm, spec_of
-from .methods import (METHODS, apply_method, count_parameters, encoder_layers, head_parameter_names,
-                      is_no_decay, layer_index, linear_module_names, unwrap_for_saving)
+from .load import (
+                      check_model_folder,
+                      load_finetuned,
+                      load_for_task,
+                      load_tokenizer,
+                      packaged_minilm,
+                      resolve_model_path,
+                      spec_of,
+)
+from .methods import (
+                      METHODS,
+                      apply_method,
+                      count_parameters,
+                      encoder_layers,
+                      head_parameter_names,
+                      is_no_decay,
+                      layer_index,
+                      linear_module_names,
+                      unwrap_for_saving,
+)
 
 __all__ = ["check_model_folder", "load_finetuned", "load_for_task", "load_tokenizer", "packaged_minilm",
-           "spec_of", "METHODS", "apply_method", "count_parameters", "encoder_layers", "head_parameter_names",
+           "resolve_model_path", "spec_of", "METHODS", "apply_method", "count_parameters", "encoder_layers",
+           "head_parameter_names",
            "is_no_decay", "layer_index", "linear_module_names", "unwrap_for_saving"]

@@ -28,6 +28,16 @@ def packaged_minilm() -> str:
     return str(Path(spec.origin).parent / "model")
 
 
+PACKAGED = {"minilm": packaged_minilm}
+
+
+def resolve_model_path(path: str) -> str:
+    """A folder path, or a packaged model's name (``minilm``) when no such folder exists."""
+    if path in PACKAGED and not Path(path).exists():
+        return PACKAGED[path]()
+    return path
+
+
 def check_model_folder(path: str | os.PathLike, allow_pickle: bool = False) -> Path:
     """Raise ``ModelError`` unless ``path`` is a model folder whose weights we may load."""
     p = Path(path)

@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -29,7 +29,7 @@ from ..config import TrainConfig
 from ..data import Encoded, TaskSpec, collate, epoch_batches
 from ..errors import PretuneError
 from ..metrics import default_metric, higher_is_better
-from ..utils import append_jsonl, atomic_path, read_jsonl, seed_everything, set_threads, write_json
+from ..utils import append_jsonl, atomic_path, read_jsonl, seed_everything, set_threads
 from .checkpoint import list_checkpoints, load_checkpoint, load_trainable, save_checkpoint, trainable_state
 from .evaluate import autocast, evaluate, model_inputs, task_loss
 from .optim import build_optimizer, build_scheduler

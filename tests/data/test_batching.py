@@ -1,10 +1,9 @@
 import numpy as np
-import pytest
+from conftest import make_rows, write_csv
 
 from pretune.config import DataConfig
 from pretune.data import epoch_batches, load_task_data, padding_fraction, tokenize
 from pretune.data.dataset import stratified_split
-from conftest import make_rows, write_csv
 
 
 def test_stratified_split_is_seeded_and_keeps_class_balance():

@@ -1,13 +1,12 @@
 import json
-import math
 
 import pytest
+from conftest import SHARED_DATA
 
 from pretune.config import DataConfig
 from pretune.data import load_task_data, read_table
 from pretune.data.dataset import build_spec, encode_labels, infer_task, read_examples
 from pretune.errors import DataError
-from conftest import SHARED_DATA, make_tiny_bert
 
 needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data not present")
 
@@ -49,7 +48,8 @@ def test_missing_file_and_unknown_format(tmp_path):
 
 def test_missing_column_lists_columns(tmp_path):
     (tmp_path / "d.csv").write_text("sentence,label\nhi,1\n")
-    with pytest.raises(DataError, match=r"d.csv: no text column 'text' \(columns: 'sentence', 'label'\); choose one with --text"):
+    expected = r"d.csv: no text column 'text' \(columns: 'sentence', 'label'\); choose one with --text"
+    with pytest.raises(DataError, match=expected):
         read_examples(tmp_path / "d.csv")
 
 

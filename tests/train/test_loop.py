@@ -4,13 +4,12 @@ import math
 
 import pytest
 import torch
+from conftest import make_tiny_bert, tiny_config
 
 from pretune.config import config_from_dict
-from pretune.data import load_task_data
 from pretune.finetune import prepare
 from pretune.train import TrainingDiverged, build_optimizer, build_scheduler, param_groups, train
 from pretune.train.checkpoint import list_checkpoints
-from conftest import make_tiny_bert, tiny_config
 
 
 @pytest.fixture(scope="module")
