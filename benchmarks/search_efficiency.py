@@ -109,13 +109,18 @@ def run_trainer(args, train: Path, dev: Path, out: Path) -> list[dict]:
 
     class Budget(TrainerCallback):
         def on_train_begin(self, targs, state, control, **kw):
+            # Checked between trials, like pretune's budget: the last trial may overshoot.
+            if sum(t["samples"] for t in log) >= args.budget:
+                raise BudgetSpent()
             log.append({"number": len(log), "state": "running", "accuracy": None, "samples": 0,
                         "started": time.time()})
 
         def on_step_end(self, targs, state, control, **kw):
-            log[-1]["samples"] += targs.per_device_train_batch_size * targs.gradient_accumulation_steps
-            if sum(t["samples"] for t in log) >= args.budget:
-                raise BudgetSpent()
+            # Rows actually seen (the last batch of an epoch is partial), as pretune counts them.
+            log[-1]["samples"] = round(state.epoch * len(train_set))
+
+        def on_train_end(self, targs, state, control, **kw):
+            log[-1]["ended"] = time.time()
 
         def on_evaluate(self, targs, state, control, metrics=None, **kw):
             log[-1]["accuracy"] = metrics.get("eval_accuracy")
@@ -136,9 +141,9 @@ def run_trainer(args, train: Path, dev: Path, out: Path) -> list[dict]:
                                       n_trials=1000, direction="maximize", backend="optuna",
                                       sampler=optuna.samplers.TPESampler(seed=args.seed))
     except BudgetSpent:
-        log[-1]["state"] = "cut by budget"
+        pass
     for t in log:
-        t["duration_s"] = round(time.time() - t.pop("started"), 1) if "started" in t else None
+        t["duration_s"] = round(t.pop("ended") - t.pop("started"), 1)
         t["state"] = "complete" if t["state"] == "running" else t["state"]
     return log
 
@@ -178,6 +183,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--arms", default=",".join(ARMS), help=f"comma list of {', '.join(ARMS)}")
     p.add_argument("--out", default="runs/bench-search")
+    p.add_argument("--previous", help="search_efficiency.json of an earlier run: keep its arms not rerun here")
     args = p.parse_args()
     out = Path(args.out)
     if out.exists():
@@ -186,7 +192,7 @@ def main() -> int:
     dev = subset(SST2 / "dev.tsv", out / "data" / "dev.csv", args.eval_rows, args.seed)
     from pretune.cli import quiet_libraries
     quiet_libraries()
-    arms = {}
+    arms = json.loads(Path(args.previous).read_text())["trials"] if args.previous else {}
     for arm in args.arms.split(","):
         started = time.time()
         arms[arm] = run_trainer(args, train, dev, out) if arm == "trainer" else run_pretune(arm, args, train, dev, out)
