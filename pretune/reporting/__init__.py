@@ -1,0 +1,45 @@
+"""Report stage: a self-contained HTML page and a Markdown summary, built only from a run's saved results.
+
+    from pretune.reporting import report      # or: import pretune; pretune.report(run_dir)
+    paths = report("runs/sst2")                # {"html": .../report.html, "markdown": .../report.md}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from ..utils import atomic_path
+from .collect import collect
+from .render import to_html, to_markdown
+
+HTML_FILE, MARKDOWN_FILE = "report.html", "report.md"
+
+
+def report(run_dir: str | Path, output: Optional[str | Path] = None, title: Optional[str] = None) -> dict[str, Path]:
+    """Write ``report.html`` and ``report.md`` for a run, search or compress folder.
+
+    Args:
+        run_dir: a ``pretune run`` folder, or a ``pretune search`` / ``pretune compress`` output folder.
+        output: folder for the two files (default: ``run_dir``).
+        title: page title (default: "pretune report: <folder name>").
+
+    Returns:
+        ``{"html": path, "markdown": path}``.
+
+    Raises:
+        PretuneError: no such folder, or no saved results in it.
+    """
+    facts = collect(run_dir)
+    out = Path(output) if output else Path(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    title = title or f"pretune report: {Path(run_dir).resolve().name}"
+    paths = {"html": out / HTML_FILE, "markdown": out / MARKDOWN_FILE}
+    with atomic_path(paths["html"]) as tmp:
+        tmp.write_text(to_html(facts, title), encoding="utf-8")
+    with atomic_path(paths["markdown"]) as tmp:
+        tmp.write_text(to_markdown(facts, title, HTML_FILE), encoding="utf-8")
+    return paths
+
+
+__all__ = ["report", "collect", "HTML_FILE", "MARKDOWN_FILE"]

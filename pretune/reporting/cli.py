@@ -1,0 +1,20 @@
+"""``pretune report RUN_DIR [--output DIR] [--title TEXT]``: HTML + Markdown from saved results only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a pretune run, search or compress output folder")
+    p.add_argument("--output", help="folder for report.html and report.md (default: RUN_DIR)")
+    p.add_argument("--title", help="page title")
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import report
+
+    paths = report(args.run_dir, args.output, args.title)
+    print(json.dumps({k: str(v) for k, v in paths.items()}))
+    return 0
