@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
-import socket
 import logging
 import multiprocessing as mp
+import os
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
