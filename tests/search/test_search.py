@@ -20,6 +20,7 @@ def cfg(tmp_path, **search_settings) -> dict:
     return {"output": str(tmp_path / "s"), "search": settings}
 
 
+@pytest.mark.slow
 def test_failed_trials_are_recorded_with_reason_and_the_study_goes_on(tmp_path):
     space = {"train.lr": LR, "method.name": ["full", "bitfit", "freeze"],
              "method.train_top_layers": {"type": "int", "low": 3, "high": 4, "when": {"method.name": "freeze"}}}
@@ -33,6 +34,7 @@ def test_failed_trials_are_recorded_with_reason_and_the_study_goes_on(tmp_path):
     assert all(r["params.method.name"] in ("bitfit", "freeze") for r in failed)
 
 
+@pytest.mark.slow
 def test_results_files_best_folder_and_importances(tmp_path):
     result = search(cfg(tmp_path, space={"train.lr": LR, "train.batch_size": [16, 32]}, n_trials=6),
                     train_fn=fake_fit)
@@ -53,6 +55,7 @@ def test_results_files_best_folder_and_importances(tmp_path):
     assert summary["best_trial"] == best["number"] and summary["stopped_by"] == "6 trials"
 
 
+@pytest.mark.slow
 def test_rerun_resumes_without_repeating_or_double_counting(tmp_path):
     first = search(cfg(tmp_path, n_trials=3), train_fn=fake_fit)
     second = search(cfg(tmp_path, n_trials=5), train_fn=fake_fit)
@@ -75,6 +78,7 @@ def test_sample_budget_counts_pruned_trials_and_stops(tmp_path):
     assert len(result.trials) == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pruner", ["asha", "median", "hyperband"])
 def test_pruners_stop_bad_trials_early_and_save_samples(tmp_path, pruner):
     result = search(cfg(tmp_path, n_trials=10, pruner=pruner, sampler="random"), train_fn=fake_fit)
@@ -88,6 +92,7 @@ def test_pruners_stop_bad_trials_early_and_save_samples(tmp_path, pruner):
     assert result.best_values[0] == best
 
 
+@pytest.mark.slow
 def test_multi_objective_returns_the_pareto_set(tmp_path):
     space = {"train.lr": LR, "method.name": ["full", "lora"],
              "lora.r": {"choices": [4, 8, 16], "when": {"method.name": "lora"}}}
