@@ -1,0 +1,212 @@
+"""``estimate``: a short probe that predicts one training run's time and peak memory on this machine.
+
+    setup:  load the model and data exactly as ``fit`` does (timed)
+    warmup: one step on the longest batch (untimed; it sets the memory peak a trial will reach)
+    probe:  ``steps`` optimizer steps on batches drawn as training draws them (timed one by one)
+    eval:   one evaluation pass over up to ``eval_rows`` rows, scaled to the eval set (timed)
+
+Predicted trial seconds = setup + steps x mean step + evaluations x eval pass + saves. The stated
+error is two standard errors of the mean step time (batches differ in length) plus the spread of
+the fixed costs, as a percentage. It cannot see what else the machine will be running later.
+By default the probe runs in a fresh process so its peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from .config import RunConfig
+from .errors import PretuneError
+
+
+@dataclass
+class Estimate:
+    trial_s: float  # predicted wall seconds of one fit with this config
+    error_pct: float  # stated relative error of trial_s (percent)
+    step_s: float  # mean seconds per optimizer step in the probe
+    steps: int  # optimizer steps one trial takes
+    evals: int  # evaluations one trial makes
+    eval_s: float  # seconds per evaluation pass over the whole eval set
+    setup_s: float  # model + data load as a trial after the first sees it (imports done, tokens cached)
+    first_setup_s: float  # the same in a fresh process: imports and tokenization included
+    save_s: float  # one checkpoint write, measured
+    peak_memory_mb: float  # peak resident memory (CPU) or peak allocated memory (CUDA) of the probe
+    device: str
+    probe_steps: int
+    train_rows: int
+    eval_rows: int
+
+    def describe(self) -> str:
+        return (f"about {_dur(self.trial_s)} per trial (+/- {self.error_pct:.0f}%): {self.steps} steps x "
+                f"{self.step_s * 1000:.1f} ms + {self.evals} evaluations x {self.eval_s:.2f} s + setup "
+                f"{self.setup_s:.1f} s (first trial +{self.first_setup_s - self.setup_s:.1f} s); peak memory {self.peak_memory_mb:,.0f} MiB ({self.device})")
+
+
+def _dur(s: float) -> str:
+    return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def _peak_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _timed_step(model, optimizer, train_set, rows_groups, pad_id, cfg, loss_fn) -> float:
+    """One optimizer step as the loop does it (accumulation, clipping, AdamW); seconds."""
+    import torch
+    from torch import nn
+
+    from .data import collate
+    from .train.evaluate import autocast
+
+    t0 = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    total = sum(len(r) for r in rows_groups)
+    for rows in rows_groups:
+        batch = collate(train_set, rows, pad_id)
+        with autocast(cfg.bf16):
+            loss, _ = loss_fn(model, batch)
+        (loss * (len(rows) / total)).backward()
+    if cfg.max_grad_norm:
+        nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.max_grad_norm)
+    optimizer.step()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def probe(cfg: RunConfig, steps: int = 8, eval_rows: int = 256) -> Estimate:
+    """Run the probe in this process; see ``estimate``."""
+    import numpy as np
+    import torch
+
+    from .data import epoch_batches
+    from .finetune import prepare
+    from .train import evaluate
+    from .train.loop import default_loss, plan_steps
+    from .train.optim import build_optimizer
+    from .utils import set_threads
+
+    set_threads(cfg.train.threads)
+    t0 = time.perf_counter()
+    prepare(cfg)  # the first load pays for imports and tokenization, which later trials find done
+    cold_s = time.perf_counter() - t0
+    gc.collect()
+    t0 = time.perf_counter()
+    tokenizer, data, model = prepare(cfg)
+    setup_s = time.perf_counter() - t0
+    tc, pad_id = cfg.train, tokenizer.pad_token_id or 0
+    optimizer, loss_fn = build_optimizer(model, tc), default_loss(data.spec)
+    model.train()
+    batches = epoch_batches(data.train.lengths, tc.batch_size, tc.seed, 0, tc.group_by_length)
+    longest = max(batches, key=lambda b: int(data.train.lengths[b].max()) * len(b))
+    _timed_step(model, optimizer, data.train, [longest] * tc.grad_accum, pad_id, tc, loss_fn)  # warm-up, peak
+    groups = [batches[i * tc.grad_accum:(i + 1) * tc.grad_accum] for i in range(len(batches) // tc.grad_accum)]
+    # Spread the probe over the epoch so it sees short and long batches as training will.
+    picks = np.linspace(0, len(groups) - 1, num=min(steps, len(groups))).round().astype(int)
+    times = np.array([_timed_step(model, optimizer, data.train, groups[i], pad_id, tc, loss_fn) for i in picks])
+
+    sub = data.eval.select(list(range(min(eval_rows, len(data.eval)))))
+    t0 = time.perf_counter()
+    evaluate(model, sub, data.spec, tc.eval_batch_size, pad_id, tc.bf16)
+    eval_s = (time.perf_counter() - t0) * len(data.eval) / max(len(sub), 1)
+    save_s = _save_seconds(model, optimizer)
+
+    per_epoch, total = plan_steps(len(data.train), tc)
+    evals = math.ceil(total / (tc.eval_every or per_epoch))
+    # evaluations + checkpoints (one per evaluation by default) + the final eval and model save
+    trial_s = setup_s + total * times.mean() + (evals + 1) * eval_s + (evals + 1) * save_s
+    sem = times.std(ddof=1) / math.sqrt(len(times)) if len(times) > 1 else times.mean()
+    err_s = 2 * sem * total + 0.2 * (setup_s + (evals + 1) * (eval_s + save_s))  # fixed costs vary ~20% run to run
+    peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else _peak_rss_mb()
+    device = f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else \
+        f"cpu, {torch.get_num_threads()} threads"
+    return Estimate(trial_s=float(trial_s), error_pct=float(100 * err_s / trial_s), step_s=float(times.mean()),
+                    steps=total, evals=evals, eval_s=float(eval_s), setup_s=float(setup_s), save_s=float(save_s), first_setup_s=float(cold_s),
+                    peak_memory_mb=float(peak), device=device, probe_steps=len(times), train_rows=len(data.train),
+                    eval_rows=len(data.eval))
+
+
+def _save_seconds(model, optimizer) -> float:
+    """Time one checkpoint-sized write (trainable weights + optimizer state) to a temporary folder."""
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="pretune-estimate-") as tmp:
+        t0 = time.perf_counter()
+        torch.save({"model": {k: v for k, v in model.state_dict().items()}, "optim": optimizer.state_dict()},
+                   os.path.join(tmp, "ckpt.pt"))
+        return time.perf_counter() - t0
+
+
+def estimate(cfg: RunConfig | dict | str | Path, *, steps: int = 8, isolate: bool = True) -> Estimate:
+    """Predict the time and peak memory of one ``fit`` of ``cfg`` on this machine from a short probe.
+
+    Args:
+        cfg: the run config (model, data, method, train); nothing is written to ``cfg.output``.
+        steps: optimizer steps to time (after one warm-up step on the longest batch).
+        isolate: probe in a fresh Python process, so peak memory is the probe's own.
+
+    Returns:
+        Estimate: predicted seconds per trial with a stated error, peak memory, and the parts.
+
+    Raises:
+        PretuneError: bad config, data or model (the same checks as ``fit``), or the probe process failed.
+    """
+    from .finetune import as_config
+
+    cfg = as_config(cfg)
+    if steps < 2:
+        raise PretuneError(f"estimate needs at least 2 probe steps to state an error, got {steps=}")
+    if not isolate:
+        return probe(cfg, steps)
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, "-m", "pretune.estimate", json.dumps({"cfg": cfg.to_dict(), "steps": steps})],
+                          env=env, capture_output=True, text=True)
+    lines = proc.stdout.strip().splitlines()
+    out: Optional[dict[str, Any]] = None
+    try:
+        out = json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        pass
+    if proc.returncode == 2 and out and "error" in out:
+        from . import errors
+        raise getattr(errors, out["type"], PretuneError)(out["error"])
+    if proc.returncode != 0 or not out:
+        tail = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+        raise PretuneError(f"estimate probe failed (exit {proc.returncode}): {tail[-1] if tail else 'no output'}")
+    return Estimate(**out)
+
+
+def _worker(argv: list[str]) -> int:
+    """``python -m pretune.estimate JSON``: run the probe, print the Estimate as one JSON line."""
+    from .config import config_from_dict
+
+    args = json.loads(argv[0])
+    try:
+        cfg = config_from_dict(args["cfg"])
+        cfg.train.progress = False
+        print(json.dumps(asdict(probe(cfg, args["steps"]))))
+    except PretuneError as e:
+        print(json.dumps({"error": str(e), "type": type(e).__name__}))
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker(sys.argv[1:]))
