@@ -36,5 +36,26 @@ def predict(model_dir, data, **kwargs):
     return predict_file(model_dir, data, **kwargs)
 
 
-__all__ = ["fit", "evaluate", "predict", "RunConfig", "load_config", "PretuneError", "ConfigError", "DataError",
-           "ModelError", "__version__"]
+def run(cfg=None, **kwargs):
+    """The whole job under a budget (search, best model, compress + bench, report); see ``pretune.pipeline.run``."""
+    from .pipeline import run as _run
+
+    return _run(cfg, **kwargs)
+
+
+def report(run_dir, **kwargs):
+    """HTML + Markdown report from a run folder's saved results; see ``pretune.reporting.report``."""
+    from .reporting import report as _report
+
+    return _report(run_dir, **kwargs)
+
+
+def estimate(cfg=None, **kwargs):
+    """Predicted time and peak memory of one fit from a short probe; see ``pretune.estimation.estimate``."""
+    from .estimation import estimate as _estimate
+
+    return _estimate(cfg, **kwargs)
+
+
+__all__ = ["fit", "run", "report", "estimate", "evaluate", "predict", "RunConfig", "load_config", "PretuneError",
+           "ConfigError", "DataError", "ModelError", "__version__"]

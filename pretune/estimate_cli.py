@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .estimate import estimate
+    from .estimation import estimate
 
     est = estimate(config_from_args(args), steps=args.steps)
     print(f"estimate: {est.describe()}", file=sys.stderr)

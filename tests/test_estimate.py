@@ -12,7 +12,7 @@ import pytest
 import pretune
 from pretune.cli import main
 from pretune.errors import PretuneError
-from pretune.estimate import estimate
+from pretune.estimation import estimate
 
 from conftest import make_rows, make_tiny_bert, tiny_config, write_csv
 

@@ -114,8 +114,10 @@ def _environment(run: Optional[dict], search: Optional[dict], variants: Optional
         env.update({f"bench.{k}": v for k, v in variants["source_bench"]["environment"].items()
                     if k in ("cpu", "cpu_count", "loadavg_1m")})
         env["bench.threads"] = variants["source_bench"].get("threads")
-    if run and run.get("environment"):
-        env.update(run["environment"])
+    if run and run.get("environment"):  # the process that ran the job (same shape as fit's record)
+        run_env = run["environment"]
+        env.update({f"run.{k}": v for k, v in run_env.items() if k != "versions"})
+        env.update(run_env.get("versions", {}))
     return env
 
 

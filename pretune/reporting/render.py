@@ -7,7 +7,7 @@ inline-SVG charts. Nothing is fetched at view time: styles are inline, charts ar
 from __future__ import annotations
 
 import math
-from html import escape
+from html import escape, unescape
 from typing import Any, Optional
 
 from . import svg
@@ -276,4 +276,7 @@ def to_markdown(facts: dict, title: str, html_name: Optional[str]) -> str:
                 lines += [_md_table(*payload), ""]
             elif kind == "text":
                 lines += [payload, ""]
+            elif kind == "chart":
+                title = unescape(payload.split("<title>", 1)[1].split("</title>", 1)[0])
+                lines += [f"Chart in the HTML page: {title}.", ""]
     return "\n".join(lines)

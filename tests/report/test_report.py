@@ -14,7 +14,6 @@ from pretune.reporting import report
 from pretune.reporting.collect import collect
 from pretune.reporting.svg import nice_ticks
 
-from report_fixtures import write_run
 
 
 def test_html_is_self_contained_and_has_every_chart(saved_run):
@@ -64,8 +63,8 @@ def test_markdown_summary_has_the_tables(saved_run):
     assert len(table) == 1 and "| accepted | 0.79 |" in table[0]
 
 
-def test_search_folder_alone_is_reported_without_variants(tmp_path):
-    root = write_run(tmp_path / "r", with_compress=False)
+def test_search_folder_alone_is_reported_without_variants(tmp_path, run_writer):
+    root = run_writer(tmp_path / "r", with_compress=False)
     html = report(root / "search", output=tmp_path / "out")["html"].read_text()
     assert 'data-chart="search-history"' in html and 'data-chart="pareto"' not in html
 
@@ -91,3 +90,13 @@ def test_cli_writes_both_files(saved_run, capsys):
 def test_nice_ticks_are_round_and_cover_the_range():
     assert nice_ticks(0.0, 1.0) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
     assert nice_ticks(0.61, 0.83)[0] >= 0.61 and nice_ticks(0.61, 0.83)[-1] <= 0.83
+
+
+def test_api_function_survives_importing_the_stage_modules(saved_run):
+    import pretune
+    import pretune.estimation  # noqa: F401  (module names differ from the API functions)
+    import pretune.pipeline  # noqa: F401
+    import pretune.reporting  # noqa: F401
+
+    assert callable(pretune.run) and callable(pretune.estimate)
+    assert pretune.report(saved_run)["html"].is_file()

@@ -176,7 +176,7 @@ def estimate(cfg: RunConfig | dict | str | Path, *, steps: int = 8, isolate: boo
     if not isolate:
         return probe(cfg, steps)
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
-    proc = subprocess.run([sys.executable, "-m", "pretune.estimate", json.dumps({"cfg": cfg.to_dict(), "steps": steps})],
+    proc = subprocess.run([sys.executable, "-m", "pretune.estimation", json.dumps({"cfg": cfg.to_dict(), "steps": steps})],
                           env=env, capture_output=True, text=True)
     lines = proc.stdout.strip().splitlines()
     out: Optional[dict[str, Any]] = None
@@ -194,7 +194,7 @@ def estimate(cfg: RunConfig | dict | str | Path, *, steps: int = 8, isolate: boo
 
 
 def _worker(argv: list[str]) -> int:
-    """``python -m pretune.estimate JSON``: run the probe, print the Estimate as one JSON line."""
+    """``python -m pretune.estimation JSON``: run the probe, print the Estimate as one JSON line."""
     from .config import config_from_dict
 
     args = json.loads(argv[0])

@@ -1,0 +1,310 @@
+"""``run``: the whole job under one budget, resumable stage by stage.
+
+    plan      estimate one trial (short probe), split the budget, choose the compress methods; saved in run.json
+    search    many fits over the space (Optuna study in search/; a restart resumes it trial by trial)
+    best      search/best: the best trial's model folder
+    compress  variants of the best model, each benchmarked with the bench harness against the
+              fp32 source (compress/results.json); a restart rebuilds this stage from its start
+    report    report.html and report.md from the saved JSON (rebuilt on every run, seconds)
+
+``run.json`` records what was asked, the plan, and each stage's status and seconds; running the same
+command again skips finished stages.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .config import RunConfig
+from .errors import ConfigError, PretuneError
+from .utils import atomic_path, write_json
+
+log = logging.getLogger("pretune")
+STAGES = ("plan", "search", "compress", "report")
+QUICK_METHODS = ["onnx", "int8-dynamic-torch", "int8-dynamic-ort", "int8-static-ort"]  # no training
+TRAINED_METHODS = ["prune-magnitude", "prune-structured", "distill"]
+SEARCH_SHARE = 0.75  # of the budget left after the probe; the rest goes to compress + bench + report
+RESERVE_S = 30.0  # report writing and stage overheads
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    plan: dict[str, Any]
+    stages: dict[str, dict]
+    best_dir: Optional[Path] = None
+    best_values: dict[str, float] = field(default_factory=dict)
+    compress: Optional[dict] = None  # compress/results.json
+    report: dict[str, Path] = field(default_factory=dict)
+
+
+def _read_state(run_dir: Path) -> dict:
+    import json
+    path = run_dir / "run.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _check_same_run(run_dir: Path, cfg: RunConfig, budget: Optional[float], state: dict) -> None:
+    """A run folder holds one job: refuse to resume it with another config or budget."""
+    saved = run_dir / "config.yaml"
+    if saved.is_file():
+        old = yaml.safe_load(saved.read_text())
+        new = cfg.to_dict()
+        diff = sorted(f"{s}.{k}" for s in new if isinstance(new[s], dict) for k in new[s]
+                      if (old.get(s) or {}).get(k) != new[s][k])
+        if diff:
+            raise ConfigError(f"{run_dir} holds a run with another config ({', '.join(diff[:5])} differ); "
+                              "run it with the same config, pass --overwrite, or choose another --output")
+    asked = state.get("asked", {}).get("budget_s")
+    if state and asked != budget:
+        raise ConfigError(f"{run_dir} was planned with budget {asked} s, not {budget} s; "
+                          "use the same --budget, pass --overwrite, or choose another --output")
+
+
+def _space_epochs(cfg: RunConfig) -> float:
+    """Mean epochs over the search space (a trial's length scales with them); the config's when not searched."""
+    from .search.space import DEFAULT_SPACE
+
+    spec = (cfg.search.space if cfg.search.space is not None else DEFAULT_SPACE).get("train.epochs")
+    if isinstance(spec, list):
+        return sum(spec) / len(spec)
+    if isinstance(spec, dict):
+        if "choices" in spec:
+            return sum(spec["choices"]) / len(spec["choices"])
+        return (spec["low"] + spec["high"]) / 2
+    return cfg.train.epochs
+
+
+def make_plan(cfg: RunConfig, budget: Optional[float], probe_steps: int = 8) -> dict[str, Any]:
+    """Estimate one trial, split ``budget`` between the stages, choose the compress methods.
+
+    Raises:
+        ConfigError: the budget cannot fit one trial.
+    """
+    from .estimation import estimate
+
+    started = time.time()
+    est = estimate(cfg, steps=probe_steps)
+    probe_s = time.time() - started
+    # A trial's training part scales with its epochs; the probe ran at the config's epochs.
+    scale = _space_epochs(cfg) / cfg.train.epochs if not cfg.train.max_steps else 1.0
+    trial_s = est.setup_s + (est.trial_s - est.setup_s) * scale
+    plan = {"budget_s": budget, "probe_s": round(probe_s, 1), "trial_s": round(trial_s, 2),
+            "trial_error_pct": round(est.error_pct, 1), "peak_memory_mb": round(est.peak_memory_mb),
+            "first_trial_extra_s": round(est.first_setup_s - est.setup_s, 1), "device": est.device,
+            "estimate": est.describe(), "n_trials_config": cfg.search.n_trials}
+    if budget is None:
+        plan.update(search_s=None, compress_s=None, n_trials=cfg.search.n_trials,
+                    methods=cfg.compress.methods or _all_methods())
+        return plan
+    left = budget - probe_s - RESERVE_S
+    search_s = left * SEARCH_SHARE
+    n_fit = math.floor((search_s - plan["first_trial_extra_s"]) / trial_s) if trial_s > 0 else 0
+    if n_fit < 1:
+        need = probe_s + RESERVE_S + (trial_s + plan["first_trial_extra_s"]) / SEARCH_SHARE
+        raise ConfigError(f"budget {budget:.0f} s cannot fit one trial: search gets {search_s:.0f} s and a trial "
+                          f"takes about {trial_s:.0f} s; raise --budget to at least {math.ceil(need)}s or lower "
+                          "train.epochs / data.max_train_samples")
+    compress_s = left - search_s
+    plan.update(search_s=round(search_s, 1), compress_s=round(compress_s, 1),
+                n_trials=min(n_fit, cfg.search.n_trials or n_fit),
+                methods=cfg.compress.methods or _methods_for(cfg, est, compress_s))
+    return plan
+
+
+def _all_methods() -> list[str]:
+    return QUICK_METHODS + TRAINED_METHODS
+
+
+def _methods_for(cfg: RunConfig, est, compress_s: float) -> list[str]:
+    """Training-free methods always; the trained ones when their steps fit in the compress share."""
+    per_variant = 2 * est.eval_s + 10.0  # bench: eval pass, batch-1 timing, a fresh process
+    step_s = est.step_s * cfg.compress.batch_size / cfg.train.batch_size
+    # distillation runs teacher and student: about 1.5 steps of work per step
+    trained = (2 * cfg.compress.recovery_steps + 1.5 * cfg.compress.distill_steps) * step_s
+    quick = per_variant * (len(QUICK_METHODS) + 1)
+    if quick + trained + per_variant * len(TRAINED_METHODS) <= compress_s:
+        return _all_methods()
+    return list(QUICK_METHODS)
+
+
+def describe_plan(plan: dict[str, Any]) -> list[str]:
+    """The plan as lines for the console."""
+    lines = [f"plan: probe {plan['probe_s']:.0f} s: {plan['estimate']}"]
+    if plan["budget_s"] is None:
+        lines.append(f"plan: no budget: search runs {plan['n_trials']} trials (about "
+                     f"{plan['n_trials'] * plan['trial_s'] / 60:.1f} min), then compress "
+                     f"{', '.join(plan['methods'])}")
+        return lines
+    lines += [f"plan: budget {plan['budget_s'] / 60:.1f} min = search {plan['search_s'] / 60:.1f} min "
+              f"(about {plan['n_trials']} trials of {plan['trial_s']:.0f} s +/- {plan['trial_error_pct']:.0f}%, "
+              f"at most {plan['n_trials_config']}) + compress and bench {plan['compress_s'] / 60:.1f} min + "
+              f"report {RESERVE_S:.0f} s",
+              f"plan: compress methods: {', '.join(plan['methods'])}"]
+    return lines
+
+
+def _stage_folder_mtime(folder: Path) -> Optional[float]:
+    times = [p.stat().st_mtime for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+    return max(times) if times else None
+
+
+class _Stages:
+    """Status and seconds per stage in run.json, written atomically after every change."""
+
+    def __init__(self, run_dir: Path, state: dict):
+        self.run_dir, self.state = run_dir, state
+        self.state.setdefault("stages", {})
+
+    def done(self, name: str) -> bool:
+        return self.state["stages"].get(name, {}).get("status") == "done"
+
+    def spent(self, name: str) -> float:
+        """Seconds already spent on ``name``, a killed attempt counted up to its folder's last write."""
+        rec = self.state["stages"].get(name, {})
+        spent = rec.get("seconds", 0.0)
+        if rec.get("status") == "running" and rec.get("started"):
+            last = _stage_folder_mtime(self.run_dir / name) or rec["started"]
+            spent += max(last - rec["started"], 0.0)
+        return spent
+
+    def start(self, name: str) -> None:
+        rec = self.state["stages"].setdefault(name, {})
+        rec.update(seconds=self.spent(name), status="running", started=time.time(),
+                   attempts=rec.get("attempts", 0) + 1)
+        self.save()
+
+    def finish(self, name: str, **facts: Any) -> None:
+        rec = self.state["stages"][name]
+        rec.update(seconds=round(rec["seconds"] + time.time() - rec["started"], 2), status="done", **facts)
+        rec.pop("started", None)
+        self.save()
+
+    def save(self) -> None:
+        write_json(self.run_dir / "run.json", self.state)
+
+
+def _search_stage(cfg: RunConfig, run_dir: Path, plan: dict, stages: _Stages) -> dict:
+    """Run or resume the search; returns its results.json summary."""
+    import json
+
+    from .search import search
+
+    out = run_dir / "search"
+    if not stages.done("search"):
+        timeout = None
+        if plan["search_s"] is not None:
+            timeout = max(plan["search_s"] - stages.spent("search"), 1.0)
+        stages.start("search")
+        log.info("search: up to %s trials%s", plan["n_trials"], f", {timeout:.0f} s" if timeout else "")
+        scfg = replace(cfg, output=str(out), search=replace(cfg.search, n_trials=plan["n_trials"], timeout=timeout))
+        result = search(scfg)
+        if result.best_dir is None:
+            raise PretuneError(f"search finished without a successful trial ({result.counts}); see "
+                               f"{out / 'trials.csv'} for the failure reasons")
+        stages.finish("search", best_trial=result.best_trial, counts=result.counts)
+    return json.loads((out / "results.json").read_text())
+
+
+def _compress_stage(cfg: RunConfig, run_dir: Path, plan: dict, best_dir: Path, stages: _Stages) -> dict:
+    from .compress import compress, load_results
+
+    out = run_dir / "compress"
+    if stages.done("compress"):
+        return load_results(out)
+    stages.start("compress")
+    d = cfg.data
+    results = compress(best_dir, d.eval, train=d.train, text=d.text, text_pair=d.text_pair, label=d.label,
+                       output=out, cfg=cfg.compress, methods=plan["methods"])
+    stages.finish("compress", accepted=[v["name"] for v in results["variants"] if v["status"] == "accepted"],
+                  pareto_front=results.get("pareto_front"))
+    return results
+
+
+def _prepare_folder(cfg: RunConfig, budget: Optional[float], overwrite: bool) -> tuple[Path, dict]:
+    import shutil
+
+    run_dir = Path(cfg.output)
+    if overwrite and run_dir.exists():
+        shutil.rmtree(run_dir)
+    state = _read_state(run_dir)
+    _check_same_run(run_dir, cfg, budget, state)
+    if run_dir.exists() and any(run_dir.iterdir()) and not state:
+        raise ConfigError(f"{run_dir} holds something other than a pretune run; pass --overwrite or choose "
+                          "another --output")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "config.yaml").is_file():
+        with atomic_path(run_dir / "config.yaml") as tmp:
+            tmp.write_text(cfg.to_yaml())
+    return run_dir, state
+
+
+def run(cfg: RunConfig | dict | str | Path, *, budget: str | float | None = None, overwrite: bool = False,
+        probe_steps: int = 8) -> RunResult:
+    """The whole job: plan, search, best model, compress (with bench), report; resumable per stage.
+
+    Args:
+        cfg: a ``RunConfig``, dict or YAML path; ``cfg.output`` is the run folder (``search/``, ``compress/``,
+            ``run.json``, ``report.html``); ``data.eval`` is required (every variant is measured on it).
+        budget: wall time for the whole job (seconds or ``"90s"``, ``"6m"``, ``"1h"``); None: the search's
+            trial count alone bounds it.
+        overwrite: delete the run folder first; otherwise an existing run folder is resumed.
+        probe_steps: optimizer steps timed by the estimate that makes the plan.
+
+    Returns:
+        RunResult: the plan, per-stage status and seconds, the best model, compress results, report paths.
+
+    Raises:
+        ConfigError: bad config, no eval file, a budget that cannot fit one trial, or a folder holding a
+            different run. Other ``PretuneError``s from the stages (all before their stage writes).
+    """
+    from .finetune import as_config, environment
+    from .reporting import report
+    from .utils import parse_duration
+
+    cfg = as_config(cfg)
+    try:
+        budget = parse_duration(budget)
+    except ValueError as e:
+        raise ConfigError(f"--budget: {e}") from None
+    if budget is not None and budget <= 0:
+        raise ConfigError(f"--budget must be > 0, got {budget!r}")
+    if not cfg.data.eval:
+        raise ConfigError("pretune run needs a held-out file for the compress and bench stages: pass --eval FILE "
+                          "(or data.eval in the config)")
+    run_dir, state = _prepare_folder(cfg, budget, overwrite)
+    stages = _Stages(run_dir, state)
+    if "plan" not in state:
+        plan = make_plan(cfg, budget, probe_steps)
+        state.update(asked={"model": cfg.model.path, "train": cfg.data.train, "eval": cfg.data.eval,
+                            "budget_s": budget, "output": str(run_dir)},
+                     plan=plan, environment=environment())
+        stages.save()
+    else:
+        log.info("resuming %s: %s", run_dir, ", ".join(f"{k} {v.get('status')}" for k, v in state["stages"].items())
+                 or "planned")
+    plan = state["plan"]
+    for line in describe_plan(plan):
+        log.info("%s", line)
+
+    search_summary = _search_stage(cfg, run_dir, plan, stages)
+    best_dir = Path(search_summary["best_dir"])
+    compressed = _compress_stage(cfg, run_dir, plan, best_dir, stages)
+    stages.start("report")
+    paths = report(run_dir)
+    stages.finish("report")
+    paths = report(run_dir)  # again, so the page shows the report stage's own status and time
+    objectives = [m for m, _ in search_summary["objectives"]]
+    return RunResult(run_dir, plan, state["stages"], best_dir,
+                     dict(zip(objectives, search_summary.get("best_values") or [])), compressed, paths)
+
+
+__all__ = ["run", "make_plan", "describe_plan", "RunResult", "STAGES"]
