@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 from ..config import RunConfig
 from ..errors import ConfigError
+from ..utils import atomic_path
 from .plan import SearchPlan, make_plan, open_study
 from .results import SearchResult, collect
 from .runner import TrainFn, budget_left, counts, run_workers, samples_used
@@ -76,7 +77,10 @@ def search(cfg: RunConfig | dict | str | Path, *, train_fn: Optional[TrainFn] = 
         raise ConfigError("search.workers > 1 cannot be combined with torchrun; use one or the other")
     deadline = time.time() + plan.timeout if plan.timeout else None
     if distributed.rank() == 0:
-        study = open_study(plan, create=True)
+        open_study(plan, create=True)  # creates it once here, before any worker races to
+        plan.output.mkdir(parents=True, exist_ok=True)
+        with atomic_path(plan.output / "config.yaml") as tmp:  # the resolved config beside the results
+            tmp.write_text(cfg.to_yaml())
         log.info("search: study %r in %s, %d parameters, objectives %s, sampler %s, %d worker(s)",
                  plan.study_name, plan.storage_url.split("@")[-1], len(plan.params),
                  ", ".join(f"{m} ({d})" for m, d in plan.objectives), plan.sampler, plan.workers)

@@ -51,6 +51,8 @@ def test_results_files_best_folder_and_importances(tmp_path):
     assert kept == [f"{best['number']:04d}"]
     imp = json.loads((out / "importances.json").read_text())["accuracy"]
     assert set(imp) == {"train.lr", "train.batch_size"} and abs(sum(imp.values()) - 1) < 1e-3
+    from pretune.config import load_config
+    assert load_config(out / "config.yaml").search.n_trials == 6  # the resolved config is saved and loads
     summary = json.loads((out / "results.json").read_text())
     assert summary["best_trial"] == best["number"] and summary["stopped_by"] == "6 trials"
 
