@@ -321,7 +321,9 @@ def work(plan: SearchPlan, train_fn: Optional[TrainFn] = None, index: int = 0, d
 
 
 def _spawned(plan: SearchPlan, train_fn: Optional[TrainFn], index: int, deadline: Optional[float]) -> None:
-    logging.basicConfig(level=logging.WARNING)
+    from ..cli import quiet_libraries
+
+    quiet_libraries()  # a spawned worker is a fresh interpreter: same quiet console as the parent CLI
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     work(plan, train_fn, index, deadline)
 
