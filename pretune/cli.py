@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compress": ("pretune.compress.cli", "make int8, pruned, distilled and ONNX variants; bench and gate each"),
     "bench": ("pretune.bench.cli", "measure accuracy, latency, throughput, size and memory of a model folder"),
     "run": ("pretune.run_cli", "the whole job under a budget: search, best model, compress, bench, report"),
+    "demo": ("pretune.demo_cli", "the whole job offline on the packaged MiniLM, in a few minutes"),
     "estimate": ("pretune.estimate_cli", "predict one trial's time and peak memory from a short probe"),
     "report": ("pretune.reporting.cli", "write a self-contained HTML report and a Markdown summary of a run"),
 }

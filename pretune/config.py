@@ -8,6 +8,8 @@ problems into one ``ConfigError`` that names the valid keys.
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -331,7 +333,29 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of sections (model, data, train, ...)")
-    return data
+    return _expand_env(data, p)
+
+
+_ENV_VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def _expand_env(node: Any, path: Path) -> Any:
+    """``${NAME}`` and ``${NAME:-default}`` in string values, so one config serves several machines
+    (e.g. ``${PRETUNE_DATA:-../shared/data}/sst2/train.tsv``); an unset name without default is an error."""
+    if isinstance(node, dict):
+        return {k: _expand_env(v, path) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_env(v, path) for v in node]
+    if not isinstance(node, str):
+        return node
+
+    def sub(m: re.Match) -> str:
+        value = os.environ.get(m.group(1), m.group(2))
+        if value is None:
+            raise ConfigError(f"{path}: environment variable {m.group(1)} is not set; set it or write "
+                              f"${{{m.group(1)}:-DEFAULT}}")
+        return value
+    return _ENV_VAR.sub(sub, node)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,

@@ -92,6 +92,7 @@ def make_plan(cfg: RunConfig, budget: Optional[float], probe_steps: int = 8) -> 
     from .estimation import estimate
 
     started = time.time()
+    log.info("plan: timing %d training steps of the config to plan the budget ...", probe_steps)
     est = estimate(cfg, steps=probe_steps)
     probe_s = time.time() - started
     # A trial's training part scales with its epochs; the probe ran at the config's epochs.
@@ -248,7 +249,7 @@ def _prepare_folder(cfg: RunConfig, budget: Optional[float], overwrite: bool) ->
 
 
 def run(cfg: RunConfig | dict | str | Path, *, budget: str | float | None = None, overwrite: bool = False,
-        probe_steps: int = 8) -> RunResult:
+        probe_steps: int = 8, note: Optional[str] = None) -> RunResult:
     """The whole job: plan, search, best model, compress (with bench), report; resumable per stage.
 
     Args:
@@ -258,6 +259,7 @@ def run(cfg: RunConfig | dict | str | Path, *, budget: str | float | None = None
             trial count alone bounds it.
         overwrite: delete the run folder first; otherwise an existing run folder is resumed.
         probe_steps: optimizer steps timed by the estimate that makes the plan.
+        note: a line kept with what was asked and shown in the report (e.g. where the data came from).
 
     Returns:
         RunResult: the plan, per-stage status and seconds, the best model, compress results, report paths.
@@ -285,7 +287,7 @@ def run(cfg: RunConfig | dict | str | Path, *, budget: str | float | None = None
     if "plan" not in state:
         plan = make_plan(cfg, budget, probe_steps)
         state.update(asked={"model": cfg.model.path, "train": cfg.data.train, "eval": cfg.data.eval,
-                            "budget_s": budget, "output": str(run_dir)},
+                            "budget_s": budget, "output": str(run_dir), "note": note},
                      plan=plan, environment=environment())
         stages.save()
     else:

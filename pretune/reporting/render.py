@@ -55,7 +55,7 @@ def asked_rows(facts: dict) -> list[tuple[str, str]]:
     run, cfg = facts.get("run") or {}, facts.get("config") or {}
     asked, plan = run.get("asked") or {}, run.get("plan") or {}
     data = cfg.get("data") or {}
-    rows = [("run folder", facts["run_dir"]),
+    rows = [("run folder", facts["run_dir"]), ("note", asked.get("note")),
             ("model", asked.get("model") or (cfg.get("model") or {}).get("path")),
             ("training data", asked.get("train") or data.get("train")),
             ("evaluation data", asked.get("eval") or data.get("eval") or "split of the training data"),

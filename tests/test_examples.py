@@ -1,0 +1,47 @@
+"""The example configs resolve, read their data with the right columns, and ``${VAR}`` expansion works."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pretune.config import load_config
+from pretune.data import read_examples
+from pretune.errors import ConfigError
+
+from conftest import SHARED_DATA
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.mark.parametrize("name", ["sst2", "mrpc", "trec"])
+def test_example_takes_its_data_folder_from_the_environment(name, monkeypatch, tmp_path):
+    monkeypatch.setenv("PRETUNE_DATA", str(tmp_path / "glue"))
+    cfg = load_config(EXAMPLES / f"{name}.yaml")
+    assert cfg.data.train.startswith(str(tmp_path / "glue") + f"/{name}/")
+    monkeypatch.delenv("PRETUNE_DATA")
+    assert load_config(EXAMPLES / f"{name}.yaml").data.train.startswith(f"../shared/data/{name}/")
+
+
+@pytest.mark.parametrize("name,classes", [("sst2", 2), ("mrpc", 2), ("trec", 6)])
+def test_example_columns_match_the_shared_data(name, classes, monkeypatch):
+    if not (SHARED_DATA / name).is_dir():
+        pytest.skip(f"{SHARED_DATA / name} not present")
+    monkeypatch.setenv("PRETUNE_DATA", str(SHARED_DATA))
+    cfg = load_config(EXAMPLES / f"{name}.yaml")
+    assert Path(cfg.data.train).is_file()
+    ex, _ = read_examples(cfg.data.eval, cfg.data.text, cfg.data.text_pair, cfg.data.label)
+    assert len(set(ex.labels)) == classes and all(ex.texts)
+    assert (ex.pairs is not None) == (name == "mrpc")
+
+
+def test_unset_variable_without_default_names_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("PRETUNE_NOPE", raising=False)
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  train: ${PRETUNE_NOPE}/train.csv\n  eval: ${HOME_X:-dev}.csv\n")
+    with pytest.raises(ConfigError, match="environment variable PRETUNE_NOPE is not set"):
+        load_config(path)
+    monkeypatch.setenv("PRETUNE_NOPE", "/d")
+    cfg = load_config(path)
+    assert (cfg.data.train, cfg.data.eval) == ("/d/train.csv", "dev.csv")
