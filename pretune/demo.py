@@ -104,6 +104,6 @@ def demo_config(train: str, eval: str, output: str) -> dict[str, Any]:
                              "method.name": ["full", "lora"],
                              "lora.r": {"choices": [8, 16], "when": {"method.name": "lora"}}},
                    "n_trials": 8, "pruner": "asha"},
-        "compress": {"methods": ["onnx", "int8-dynamic-torch", "int8-dynamic-ort"], "bench_runs": 100},
+        "compress": {"methods": ["onnx", "int8-dynamic-torch", "int8-dynamic-ort"], "bench_runs": 50},
         "output": output,
     }

@@ -49,7 +49,8 @@ class Estimate:
     def describe(self) -> str:
         return (f"about {_dur(self.trial_s)} per trial (+/- {self.error_pct:.0f}%): {self.steps} steps x "
                 f"{self.step_s * 1000:.1f} ms + {self.evals} evaluations x {self.eval_s:.2f} s + setup "
-                f"{self.setup_s:.1f} s (first trial +{self.first_setup_s - self.setup_s:.1f} s); peak memory {self.peak_memory_mb:,.0f} MiB ({self.device})")
+                f"{self.setup_s:.1f} s (first trial +{self.first_setup_s - self.setup_s:.1f} s); "
+                f"peak memory {self.peak_memory_mb:,.0f} MiB ({self.device})")
 
 
 def _dur(s: float) -> str:
@@ -138,7 +139,8 @@ def probe(cfg: RunConfig, steps: int = 8, eval_rows: int = 256) -> Estimate:
     device = f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else \
         f"cpu, {torch.get_num_threads()} threads"
     return Estimate(trial_s=float(trial_s), error_pct=float(100 * err_s / trial_s), step_s=float(times.mean()),
-                    steps=total, evals=evals, eval_s=float(eval_s), setup_s=float(setup_s), save_s=float(save_s), first_setup_s=float(cold_s),
+                    steps=total, evals=evals, eval_s=float(eval_s), setup_s=float(setup_s), save_s=float(save_s),
+                    first_setup_s=float(cold_s),
                     peak_memory_mb=float(peak), device=device, probe_steps=len(times), train_rows=len(data.train),
                     eval_rows=len(data.eval))
 
@@ -176,8 +178,8 @@ def estimate(cfg: RunConfig | dict | str | Path, *, steps: int = 8, isolate: boo
     if not isolate:
         return probe(cfg, steps)
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
-    proc = subprocess.run([sys.executable, "-m", "pretune.estimation", json.dumps({"cfg": cfg.to_dict(), "steps": steps})],
-                          env=env, capture_output=True, text=True)
+    job = json.dumps({"cfg": cfg.to_dict(), "steps": steps})
+    proc = subprocess.run([sys.executable, "-m", "pretune.estimation", job], env=env, capture_output=True, text=True)
     lines = proc.stdout.strip().splitlines()
     out: Optional[dict[str, Any]] = None
     try:

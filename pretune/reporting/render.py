@@ -185,6 +185,7 @@ def pareto_chart(variants: dict) -> Optional[str]:
                     "tip": f"{name}: {metric} {fmt(y)}, p50 {fmt(x, 3)} ms, {fmt(b['size_mb'], 3)} MiB ({kind})"})
         if kind == "front":
             front_pts.append((x, y))
+    pts.sort(key=lambda p: -p["r"])  # big markers first, so small ones stay visible on top
     legend = [("Pareto front", colors["front"]), ("accepted", colors["accepted"]), ("rejected", colors["rejected"])]
     return svg.scatter("pareto", f"{metric} vs batch-1 latency (marker area: size on disk)", pts,
                        "p50 latency at batch 1 (ms)", metric, line=sorted(front_pts) or None, legend=legend)
@@ -250,7 +251,8 @@ def to_html(facts: dict, title: str) -> str:
         body.append(f"<h2>{escape(name)}</h2>")
         for kind, payload in items:
             if kind == "kv":
-                body.append(_html_table(["", ""], [[k, v] for k, v in payload]).replace("<tr><th></th><th></th></tr>", ""))
+                table = _html_table(["", ""], [[k, v] for k, v in payload])
+                body.append(table.replace("<tr><th></th><th></th></tr>", ""))  # key-value: no header
             elif kind == "table":
                 body.append(_html_table(*payload))
             elif kind == "chart":

@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 
 W, H = 640, 320  # drawing size in px
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 16, 44  # margins for the axes and their labels
+LEGEND = 150  # right margin of a chart with a legend
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 
 
@@ -44,18 +45,20 @@ def _fmt(v: float) -> str:
 class _Frame:
     """Maps data coordinates to pixels and draws the axes."""
 
-    def __init__(self, xs: Sequence[float], ys: Sequence[float], pad: float = 0.05):
+    def __init__(self, xs: Sequence[float], ys: Sequence[float], pad: float = 0.05, right: int = RIGHT):
         self.x0, self.x1 = _span(xs, pad)
         self.y0, self.y1 = _span(ys, pad)
+        self.right = right  # room on the right for the legend, so it never covers a point
 
     def px(self, x: float) -> float:
-        return LEFT + (x - self.x0) / (self.x1 - self.x0) * (W - LEFT - RIGHT)
+        return LEFT + (x - self.x0) / (self.x1 - self.x0) * (W - LEFT - self.right)
 
     def py(self, y: float) -> float:
         return H - BOTTOM - (y - self.y0) / (self.y1 - self.y0) * (H - TOP - BOTTOM)
 
     def axes(self, xlabel: str, ylabel: str) -> list[str]:
-        out = [f'<line x1="{LEFT}" y1="{H - BOTTOM}" x2="{W - RIGHT}" y2="{H - BOTTOM}" class="axis"/>',
+        right = W - self.right
+        out = [f'<line x1="{LEFT}" y1="{H - BOTTOM}" x2="{right}" y2="{H - BOTTOM}" class="axis"/>',
                f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{H - BOTTOM}" class="axis"/>']
         for t in nice_ticks(self.x0, self.x1):
             x = self.px(t)
@@ -63,9 +66,9 @@ class _Frame:
                        f'<text x="{x:.1f}" y="{H - BOTTOM + 16}" text-anchor="middle">{_fmt(t)}</text>')
         for t in nice_ticks(self.y0, self.y1):
             y = self.py(t)
-            out.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{W - RIGHT}" y2="{y:.1f}" class="grid"/>'
+            out.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}" class="grid"/>'
                        f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{_fmt(t)}</text>')
-        out.append(f'<text x="{(LEFT + W - RIGHT) / 2}" y="{H - 6}" text-anchor="middle">{escape(xlabel)}</text>')
+        out.append(f'<text x="{(LEFT + right) / 2}" y="{H - 6}" text-anchor="middle">{escape(xlabel)}</text>')
         out.append(f'<text x="14" y="{(TOP + H - BOTTOM) / 2}" text-anchor="middle" '
                    f'transform="rotate(-90 14 {(TOP + H - BOTTOM) / 2})">{escape(ylabel)}</text>')
         return out
@@ -88,8 +91,8 @@ def _svg(name: str, title: str, body: list[str], legend: Optional[list[tuple[str
              f'data-chart="{escape(name)}" role="img"><title>{escape(title)}</title>', *body]
     for i, (label, color) in enumerate(legend or []):
         y = TOP + 6 + 16 * i
-        parts.append(f'<rect x="{W - RIGHT - 150}" y="{y - 8}" width="10" height="10" fill="{color}"/>'
-                     f'<text x="{W - RIGHT - 136}" y="{y + 1}">{escape(label)}</text>')
+        parts.append(f'<rect x="{W - LEGEND + 12}" y="{y - 8}" width="10" height="10" fill="{color}"/>'
+                     f'<text x="{W - LEGEND + 26}" y="{y + 1}">{escape(label)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -103,7 +106,8 @@ def scatter(name: str, title: str, points: list[dict], xlabel: str, ylabel: str,
         One ``<svg>`` element as text.
     """
     pts = [p for p in points if p.get("y") is not None and p.get("x") is not None]
-    frame = _Frame([p["x"] for p in pts], [p["y"] for p in pts] + [y for _, y in line or []])
+    frame = _Frame([p["x"] for p in pts], [p["y"] for p in pts] + [y for _, y in line or []], pad=0.08,
+                   right=LEGEND if legend else RIGHT)
     body = frame.axes(xlabel, ylabel)
     if line:
         path = " ".join(f"{'M' if i == 0 else 'L'}{frame.px(x):.1f},{frame.py(y):.1f}" for i, (x, y) in enumerate(line))
@@ -126,7 +130,8 @@ def lines(name: str, title: str, series: list[dict], xlabel: str, ylabel: str) -
         One ``<svg>`` element as text.
     """
     series = [s for s in series if s["points"]]
-    frame = _Frame([x for s in series for x, _ in s["points"]], [y for s in series for _, y in s["points"]])
+    frame = _Frame([x for s in series for x, _ in s["points"]], [y for s in series for _, y in s["points"]],
+                   right=LEGEND)
     body = frame.axes(xlabel, ylabel)
     legend = []
     for i, s in enumerate(series):
