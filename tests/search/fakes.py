@@ -68,3 +68,17 @@ def record_params_fit(cfg, *, callback=None, overwrite=False):
             "lora_r": cfg.lora.r, "pid": os.getpid()}
     (out / f"rank{rank}.json").write_text(json.dumps(seen))
     return fake_fit(cfg, callback=callback, overwrite=overwrite)
+
+
+def barrier_fit(cfg, *, callback=None, overwrite=False):
+    """``fake_fit`` that first waits (up to 2 min) until two processes have entered it.
+
+    Makes the two-worker test independent of how fast the machine spawns the second worker.
+    """
+    folder = Path(os.environ["FAKE_BARRIER_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / str(os.getpid())).touch()
+    deadline = time.time() + 120
+    while len(list(folder.iterdir())) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    return fake_fit(cfg, callback=callback, overwrite=overwrite)

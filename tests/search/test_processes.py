@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from pretune.search import search
 from pretune.search.factories import make_storage
-from search.fakes import fake_fit
+from search.fakes import barrier_fit
 
 TESTS = Path(__file__).resolve().parents[1]
 REPO = TESTS.parent
@@ -33,13 +33,14 @@ def storages() -> list:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("storage", storages())
-def test_two_workers_share_one_study_without_collisions(tmp_path, storage):
+def test_two_workers_share_one_study_without_collisions(tmp_path, storage, monkeypatch):
+    monkeypatch.setenv("FAKE_BARRIER_DIR", str(tmp_path / "barrier"))  # both workers must be in a trial at once
     study_name = f"two-workers-{os.getpid()}-{time.time_ns()}"  # a shared server keeps old studies
     settings = {"space": {"train.lr": LR, "train.batch_size": [16, 32]}, "n_trials": 8, "workers": 2,
                 "pruner": "none", "study": study_name}
     if storage != "sqlite":
         settings["storage"] = storage
-    result = search({"output": str(tmp_path / "s"), "search": settings}, train_fn=fake_fit)
+    result = search({"output": str(tmp_path / "s"), "search": settings}, train_fn=barrier_fit)
     url = storage if storage != "sqlite" else f"sqlite:///{tmp_path / 's' / 'study.db'}"
     study = optuna.load_study(study_name=study_name, storage=make_storage(url, heartbeat=None))
     trials = study.get_trials()
@@ -57,7 +58,7 @@ def test_two_workers_share_one_study_without_collisions(tmp_path, storage):
 KILL_SCRIPT = """
 import logging, sys
 sys.path.insert(0, {tests!r})
-from search.fakes import fake_fit
+from search.fakes import barrier_fit
 from pretune.search import search
 logging.basicConfig(level=logging.INFO)
 search({{"output": {out!r}, "search": {{"space": {{"train.lr": {lr!r}}}, "n_trials": 4, "heartbeat": 1,
