@@ -125,3 +125,48 @@ def test_whole_job_on_tiny_bert_then_resume_skips_finished_stages(tiny_bert, tmp
     last = json.loads((run_dir / "run.json").read_text())
     assert last["stages"]["search"]["attempts"] == 1 and last["stages"]["compress"]["attempts"] == 2
     assert len(json.loads((run_dir / "search" / "trials.json").read_text())) == 2
+
+
+@pytest.mark.slow
+def test_run_killed_during_search_resumes_without_losing_a_finished_trial(tiny_bert, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    train = write_csv(tmp_path / "train.csv", make_rows(160, seed=1))
+    dev = write_csv(tmp_path / "dev.csv", make_rows(40, seed=2))
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"search": {"space": {"train.lr": [0.001, 0.002, 0.005]}, "sampler": "grid",
+                                                 "heartbeat": 1}}))
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "pretune.cli", "run", "--config", str(config), "--model", str(tiny_bert),
+            "--train", str(train), "--eval", str(dev), "--output", str(run_dir), "--n-trials", "3", "--methods",
+            "int8-dynamic-torch", "--probe-steps", "2", "--threads", "1", "data.max_length=32", "train.epochs=2",
+            "train.progress=false", "compress.threads=1", "compress.bench_runs=10", "compress.isolate=false"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    deadline = time.time() + 240
+    while not (run_dir / "search" / "trials" / "0001").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)  # during the second trial, the first one finished
+    proc.wait()
+    state = json.loads((run_dir / "run.json").read_text())
+    assert state["stages"]["search"]["status"] == "running"
+
+    time.sleep(2.5)  # > 2 heartbeats: the killed trial is seen as dead and re-queued
+    done = subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    state = json.loads((run_dir / "run.json").read_text())
+    assert state["stages"]["search"]["attempts"] == 2 and state["stages"]["compress"]["status"] == "done"
+    trials = json.loads((run_dir / "search" / "trials.json").read_text())
+    # the trial finished before the kill is kept, not re-run; the killed one is failed and re-run with its
+    # parameters; three trials are counted in all
+    assert trials[0]["number"] == 0 and trials[0]["state"] == "complete"
+    killed = [t for t in trials if t["state"] == "fail"]
+    assert len(killed) == 1 and "worker died" in killed[0]["fail_reason"]
+    rerun = [t for t in trials if t["retry_of"] == killed[0]["number"]]
+    assert len(rerun) == 1 and rerun[0]["params.train.lr"] == killed[0]["params.train.lr"]
+    assert sum(t["state"] in ("complete", "pruned") for t in trials) == 3
+    assert (run_dir / "report.html").is_file()
