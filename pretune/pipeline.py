@@ -214,17 +214,38 @@ def _search_stage(cfg: RunConfig, run_dir: Path, plan: dict, stages: _Stages) ->
     return json.loads((out / "results.json").read_text())
 
 
+def _methods_left(cfg: RunConfig, plan: dict, stages: _Stages) -> list[str]:
+    """The planned methods, less the trained ones when the search left less time than planned for compress.
+
+    The search can overrun its share (a trial stops only at an evaluation; the machine may get busier than the
+    probe saw), and compress has no deadline of its own, so this is where the budget is defended.
+    """
+    methods = list(plan["methods"])
+    if plan["budget_s"] is None:
+        return methods
+    used = plan["probe_s"] + sum(stages.spent(s) for s in ("search", "compress"))
+    left = plan["budget_s"] - used - RESERVE_S
+    if left < plan["compress_s"]:
+        log.warning("compress: %.0f s of the budget left, %.0f s planned", max(left, 0), plan["compress_s"])
+        if cfg.compress.methods is None and any(m in TRAINED_METHODS for m in methods):
+            methods = [m for m in methods if m not in TRAINED_METHODS]
+            log.warning("compress: leaving out the methods that train; running %s", ", ".join(methods))
+    return methods
+
+
 def _compress_stage(cfg: RunConfig, run_dir: Path, plan: dict, best_dir: Path, stages: _Stages) -> dict:
     from .compress import compress, load_results
 
     out = run_dir / "compress"
     if stages.done("compress"):
         return load_results(out)
+    methods = _methods_left(cfg, plan, stages)
     stages.start("compress")
     d = cfg.data
     results = compress(best_dir, d.eval, train=d.train, text=d.text, text_pair=d.text_pair, label=d.label,
-                       output=out, cfg=cfg.compress, methods=plan["methods"])
-    stages.finish("compress", accepted=[v["name"] for v in results["variants"] if v["status"] == "accepted"],
+                       output=out, cfg=cfg.compress, methods=methods)
+    stages.finish("compress", methods=methods,
+                  accepted=[v["name"] for v in results["variants"] if v["status"] == "accepted"],
                   pareto_front=results.get("pareto_front"))
     return results
 

@@ -170,3 +170,16 @@ def test_run_killed_during_search_resumes_without_losing_a_finished_trial(tiny_b
     assert len(rerun) == 1 and rerun[0]["params.train.lr"] == killed[0]["params.train.lr"]
     assert sum(t["state"] in ("complete", "pruned") for t in trials) == 3
     assert (run_dir / "report.html").is_file()
+
+
+def test_compress_drops_training_methods_when_search_overran(cfg, tmp_path):
+    plan = {"budget_s": 600.0, "probe_s": 10.0, "compress_s": 150.0,
+            "methods": pipeline.QUICK_METHODS + pipeline.TRAINED_METHODS}
+    stages = pipeline._Stages(tmp_path, {"stages": {"search": {"status": "done", "seconds": 450.0}}})
+    # 600 - 10 probe - 450 search - 30 reserve = 110 s left < 150 planned
+    assert pipeline._methods_left(cfg, plan, stages) == pipeline.QUICK_METHODS
+    stages.state["stages"]["search"]["seconds"] = 300.0
+    assert pipeline._methods_left(cfg, plan, stages) == plan["methods"]  # on plan: everything runs
+    cfg.compress.methods = ["distill"]
+    stages.state["stages"]["search"]["seconds"] = 590.0
+    assert pipeline._methods_left(cfg, dict(plan, methods=["distill"]), stages) == ["distill"]  # the user's choice
