@@ -20,11 +20,15 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+_OWNED = []  # the process group we created, to destroy on the way out
+
+
 def _broadcast(obj: Any) -> Any:
     import torch.distributed as dist
 
     if not dist.is_initialized():
         dist.init_process_group("gloo")
+        _OWNED.append(True)
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
@@ -54,3 +58,14 @@ def release_followers() -> None:
     """Rank 0: tell the other ranks the search is over."""
     if world_size() > 1 and rank() == 0:
         _broadcast(("stop",))
+    finish()
+
+
+def finish() -> None:
+    """Destroy the process group we created; left alive, gloo's threads abort the process at exit."""
+    if _OWNED:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+        _OWNED.clear()

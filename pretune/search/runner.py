@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import optuna
 import torch
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import TrialState
 
 from ..config import config_from_dict, merge
@@ -199,6 +200,14 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def _beat_now(trial: optuna.Trial) -> None:
+    """Record the first heartbeat before any work: Optuna never fails a running trial that has none, so a
+    worker killed before its heartbeat thread's first write would leave the trial running forever."""
+    storage = trial.study._storage  # private, but the only handle on the trial's storage
+    if isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval():
+        storage.record_heartbeat(trial._trial_id)
+
+
 def run_trial(trial: optuna.Trial, plan: SearchPlan, train_fn: TrainFn, deadline: Optional[float]):
     """Sample, train and score one trial; record its samples, metrics and, on failure, the reason.
 
@@ -208,6 +217,7 @@ def run_trial(trial: optuna.Trial, plan: SearchPlan, train_fn: TrainFn, deadline
     Raises:
         optuna.TrialPruned: the pruner stopped it. Any ``TRIAL_ERRORS``: the trial failed (reason recorded).
     """
+    _beat_now(trial)
     trial.set_user_attr("train_samples", 0)  # a re-run of a killed trial inherits the old attrs
     trial.set_user_attr("fail_reason", None)
     trial_dir = plan.output / "trials" / f"{trial.number:04d}"
@@ -265,6 +275,7 @@ def follow(plan: SearchPlan, train_fn: TrainFn) -> None:
         except (optuna.TrialPruned, *TRIAL_ERRORS):
             pass  # rank 0 records the outcome
         gc.collect()
+    distributed.finish()
 
 
 def _keep_set(study: optuna.Study) -> set[int]:

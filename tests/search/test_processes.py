@@ -58,7 +58,7 @@ def test_two_workers_share_one_study_without_collisions(tmp_path, storage, monke
 KILL_SCRIPT = """
 import logging, sys
 sys.path.insert(0, {tests!r})
-from search.fakes import barrier_fit
+from search.fakes import fake_fit
 from pretune.search import search
 logging.basicConfig(level=logging.INFO)
 search({{"output": {out!r}, "search": {{"space": {{"train.lr": {lr!r}}}, "n_trials": 4, "heartbeat": 1,
