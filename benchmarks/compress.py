@@ -42,6 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--distill-steps", type=int, default=600)
     p.add_argument("--recovery-steps", type=int, default=150)
     p.add_argument("--hidden-weight", type=float, default=0.0)
+    p.add_argument("--lr", type=float, default=5e-5, help="learning rate of recovery and distillation")
     p.add_argument("--keep-fp32", default=None, help="comma-separated node/module name parts kept in fp32")
     p.add_argument("--no-per-channel", action="store_true")
     p.add_argument("--reduce-range", action="store_true")
@@ -102,6 +103,7 @@ def main(argv=None) -> int:
     cfg = CompressConfig(
         methods=args.methods.split(",") if args.methods else None, threads=args.threads, bench_runs=args.runs,
         distill_steps=args.distill_steps, recovery_steps=args.recovery_steps, hidden_weight=args.hidden_weight,
+        lr=args.lr,
         keep_fp32=args.keep_fp32.split(",") if args.keep_fp32 else None, per_channel=not args.no_per_channel,
         reduce_range=args.reduce_range, isolate=True)
     results = compress(model, f"{args.data}/dev.tsv", train=f"{args.data}/train.tsv", text="sentence",
