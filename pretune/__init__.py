@@ -16,7 +16,7 @@ from .errors import ConfigError, DataError, ModelError, PretuneError
 
 
 def fit(cfg=None, **kwargs):
-    """Fine-tune a model; see ``pretune.fit.fit``."""
+    """Fine-tune a model; see ``pretune.finetune.fit``."""
     from .finetune import fit as _fit
 
     return _fit(cfg, **kwargs)
@@ -57,5 +57,18 @@ def estimate(cfg=None, **kwargs):
     return _estimate(cfg, **kwargs)
 
 
-__all__ = ["fit", "run", "report", "estimate", "evaluate", "predict", "RunConfig", "load_config", "PretuneError",
+# search, compress and bench are stage packages that are also callable: pretune.search(cfg) runs a search.
+_STAGE_PACKAGES = ("search", "compress", "bench")
+
+
+def __getattr__(name: str):
+    """Import a callable stage package on first use (keeps ``import pretune`` light)."""
+    if name in _STAGE_PACKAGES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'pretune' has no attribute {name!r}")
+
+
+__all__ = ["fit", "run", "search", "compress", "bench", "report", "estimate", "evaluate", "predict", "RunConfig", "load_config", "PretuneError",
            "ConfigError", "DataError", "ModelError", "__version__"]
