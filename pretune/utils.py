@@ -7,7 +7,9 @@ import os
 import random
 import re
 import shutil
+import sys
 import tempfile
+import types
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -113,3 +115,17 @@ def parse_duration(text: str | int | float | None) -> float | None:
         raise ValueError(f"cannot read duration {text!r}: use e.g. 90s, 6m, 1h")
     value, unit = float(m.group(1)), m.group(2) or "s"
     return value * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+def make_package_callable(package: str, fn) -> None:
+    """Let ``pretune.<stage>(...)`` call ``fn``.
+
+    The public function and the stage package share a name, and importing any of the package's
+    submodules rebinds ``pretune.<stage>`` to the package, so the package itself is made callable.
+    """
+
+    class _CallablePackage(types.ModuleType):
+        def __call__(self, *args, **kwargs):
+            return fn(*args, **kwargs)
+
+    sys.modules[package].__class__ = _CallablePackage

@@ -3,9 +3,7 @@
 Importing this package registers every method (``METHODS``: name -> function).
 """
 
-import sys
-import types
-
+from ..utils import make_package_callable
 from . import distill as _distill  # noqa: F401  (registers distill)
 from . import prune as _prune  # noqa: F401  (registers prune-magnitude, prune-structured)
 from . import quantize as _quantize  # noqa: F401  (registers onnx and the int8 methods)
@@ -17,12 +15,4 @@ __all__ = ["compress", "rebench", "METHODS", "register", "resolve", "Context", "
            "check_config", "find_model_folder", "load_results", "RESULTS_FILE"]
 
 
-class _CallableModule(types.ModuleType):
-    """``pretune.compress(...)`` calls ``compress``: the package and the API function share the name, and
-    importing a submodule rebinds ``pretune.compress`` to this package, so the package itself is callable."""
-
-    def __call__(self, *args, **kwargs):
-        return compress(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_package_callable(__name__, compress)

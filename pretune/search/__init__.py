@@ -12,15 +12,13 @@ opens it.
 from __future__ import annotations
 
 import logging
-import sys
 import time
-import types
 from pathlib import Path
 from typing import Any, Optional
 
 from ..config import RunConfig
 from ..errors import ConfigError
-from ..utils import atomic_path
+from ..utils import atomic_path, make_package_callable
 from .plan import SearchPlan, make_plan, open_study
 from .results import SearchResult, collect
 from .runner import TrainFn, budget_left, counts, run_workers, samples_used
@@ -94,14 +92,7 @@ def search(cfg: RunConfig | dict | str | Path, *, train_fn: Optional[TrainFn] = 
     return result
 
 
-class _CallableModule(types.ModuleType):
-    """``pretune.search(cfg)`` works whether ``pretune.search`` is this package or a wrapper function."""
-
-    def __call__(self, cfg, **kwargs):
-        return search(cfg, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_package_callable(__name__, search)
 
 __all__ = ["search", "SearchResult", "SearchPlan", "make_plan", "parse_space", "suggest", "Param",
            "DEFAULT_SPACE", "progress_line"]
