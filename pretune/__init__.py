@@ -23,15 +23,15 @@ def fit(cfg=None, **kwargs):
 
 
 def evaluate(model_dir, data, **kwargs):
-    """Metrics of a saved model on a labelled file; see ``pretune.predict.evaluate_folder``."""
-    from .predict import evaluate_folder
+    """Metrics of a saved model on a labelled file; see ``pretune.inference.evaluate_folder``."""
+    from .inference import evaluate_folder
 
     return evaluate_folder(model_dir, data, **kwargs)
 
 
 def predict(model_dir, data, **kwargs):
-    """Predictions for a file; see ``pretune.predict.predict_file``."""
-    from .predict import predict_file
+    """Predictions for a file; see ``pretune.inference.predict_file``."""
+    from .inference import predict_file
 
     return predict_file(model_dir, data, **kwargs)
 

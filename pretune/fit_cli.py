@@ -106,7 +106,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from .predict import evaluate_folder
+    from .inference import evaluate_folder
     from .utils import write_json
 
     metrics = evaluate_folder(args.model_dir, args.data, text=args.text, text_pair=args.text_pair,
@@ -126,7 +126,7 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from .predict import predict_file
+    from .inference import predict_file
     from .utils import atomic_path
 
     rows = predict_file(args.model_dir, args.input, text=args.text, text_pair=args.text_pair,
