@@ -29,7 +29,7 @@ def gate(entry: dict, source_bench: dict, tolerance: float) -> None:
     lost = points_lost(src, var, metric)
     entry["points_lost"] = lost
     entry["ratios"] = ratios(entry["bench"], source_bench)
-    if lost > tolerance:
+    if lost > tolerance + 1e-9:  # 0.85 - 0.84 is 1.0000000000000009 points in floating point
         entry["status"] = "rejected"
         entry["reason"] = (f"{metric} {var:.4f} is {lost:.2f} points below the source's {src:.4f} "
                            f"(tolerance {tolerance:g})")

@@ -155,3 +155,16 @@ def test_rebench_measures_again_and_keeps_the_decisions(results):
             assert new["bench"]["eval"]["metrics"] == old["bench"]["eval"]["metrics"]
             assert new["bench"]["latency_ms"]["runs"] == 3
     assert json.loads((out / "results.json").read_text())["rebenched"] == again["rebenched"]
+
+
+def test_gate_accepts_a_loss_exactly_at_the_tolerance():
+    from pretune.compress.gate import gate
+
+    def bench_of(acc):
+        return {"eval": {"metric": "accuracy", "metrics": {"accuracy": acc}}, "latency_ms": {"p50": 1.0, "p95": 2.0},
+                "throughput": {"samples_per_s": 10.0}, "size_mb": 1.0, "parameters": 100}
+
+    at, over = {"bench": bench_of(0.84)}, {"bench": bench_of(0.8399)}
+    gate(at, bench_of(0.85), tolerance=1.0)  # 0.85 - 0.84 is 1.0000000000000009 points in floats
+    gate(over, bench_of(0.85), tolerance=1.0)
+    assert at["status"] == "accepted" and over["status"] == "rejected"
