@@ -6,6 +6,7 @@ checked before the run folder is created, so bad input leaves nothing behind.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -80,7 +81,6 @@ def _claim_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Optional[dic
     """Return the finished results when resuming a finished run; refuse to clobber another run."""
     results = run_dir / "results.json"
     if resume and results.exists():
-        import json
         return json.loads(results.read_text())
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         if not overwrite:

@@ -126,8 +126,8 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
         _truncate_log(metrics_path, st.step)  # lines logged after the checkpoint are replayed
     elif metrics_path and metrics_path.exists():
         metrics_path.unlink()
-    best_state = load_file(str(ckpt_dir / "best.safetensors")) \
-        if ckpt_dir and st.best_step is not None and (ckpt_dir / "best.safetensors").exists() else None
+    best_file = ckpt_dir / "best.safetensors" if ckpt_dir else None
+    best_state = load_file(str(best_file)) if best_file and st.best_step is not None and best_file.exists() else None
 
     bar = _progress(cfg, total, st.step)
     model.train()
