@@ -70,5 +70,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'pretune' has no attribute {name!r}")
 
 
-__all__ = ["fit", "run", "search", "compress", "bench", "report", "estimate", "evaluate", "predict", "RunConfig", "load_config", "PretuneError",
-           "ConfigError", "DataError", "ModelError", "__version__"]
+__all__ = ["fit", "run", "search", "compress", "bench", "report", "estimate", "evaluate", "predict", "RunConfig",
+           "load_config", "PretuneError", "ConfigError", "DataError", "ModelError", "__version__"]

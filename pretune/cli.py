@@ -56,8 +56,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def quiet_libraries(verbose: bool = False) -> None:
-    """Keep the console for pretune's own output: libraries speak only on errors."""
+    """Keep the console for pretune's own output: libraries speak only on errors.
+
+    Optuna resets its own logger to INFO when it is first imported, which happens later and only for the commands
+    that search; ``PRETUNE_QUIET_OPTUNA`` tells them to quiet it again then.
+    """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ["PRETUNE_QUIET_OPTUNA"] = "0" if verbose else "1"
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
     if not verbose:
         warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -31,8 +31,8 @@ def test_fit_writes_a_complete_run_folder(tiny_bert, sentiment_csv, sentiment_ev
     assert printed["eval"] == results["eval"] and results["eval"]["accuracy"] >= 0.9
     assert {"accuracy", "macro_f1", "mcc"} <= set(results["eval"])
     assert (out / "config.yaml").read_text().startswith("model:")
-    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
-    assert {l["type"] for l in lines} == {"train", "eval"}
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {rec["type"] for rec in lines} == {"train", "eval"}
     model = AutoModelForSequenceClassification.from_pretrained(out / "model")
     assert model.config.id2label == {0: "neg", 1: "pos"}
     assert (out / "model" / "tokenizer_config.json").exists()
@@ -40,7 +40,7 @@ def test_fit_writes_a_complete_run_folder(tiny_bert, sentiment_csv, sentiment_ev
     # predict: labels and probabilities as JSONL
     pred_in = write_csv(tmp_path / "new.csv", [("great superb film", "?"), ("awful dull plot", "?")])
     assert main(["predict", str(out / "model"), "--input", str(pred_in), "--output", str(tmp_path / "p.jsonl")]) == 0
-    preds = [json.loads(l) for l in (tmp_path / "p.jsonl").read_text().splitlines()]
+    preds = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert [p["label"] for p in preds] == ["pos", "neg"]
     assert all(abs(sum(p["probs"].values()) - 1) < 1e-4 for p in preds)
 

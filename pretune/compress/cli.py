@@ -64,7 +64,8 @@ def format_table(r: dict) -> str:
     """One line per variant: metric, points lost, latency, size, ratios to the source, status."""
     metric = r["metric"]
     src = r["source_bench"]
-    head = f"{'variant':20s} {metric:>9s} {'lost':>6s} {'p50 ms':>8s} {'speedup':>8s} {'MiB':>7s} {'smaller':>8s}  status"
+    head = (f"{'variant':20s} {metric:>9s} {'lost':>6s} {'p50 ms':>8s} {'speedup':>8s} {'MiB':>7s} {'smaller':>8s}"
+            "  status")
     lines = [head, f"{'source (fp32)':20s} {src['eval']['metrics'][metric]:9.4f} {'':6s} "
                    f"{src['latency_ms']['p50']:8.2f} {'1.00x':>8s} {src['size_mb']:7.1f} {'1.00x':>8s}  "
                    f"{'pareto' if 'source' in r['pareto_front'] else ''}"]

@@ -7,6 +7,7 @@ samplers, pruners and storage connections from it.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -100,6 +101,8 @@ def open_study(plan: SearchPlan, *, seed_offset: int = 0, create: bool = False) 
     Raises:
         ConfigError: unreachable storage, or a study of that name with other objectives.
     """
+    if os.environ.get("PRETUNE_QUIET_OPTUNA") == "1":  # set by the CLI (not verbose); the API leaves logging alone
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = make_storage(plan.storage_url, plan.heartbeat)
     sampler = make_sampler(plan.sampler, plan.seed + seed_offset, plan.params, plan.multi)
     pruner = make_pruner(plan.pruner, plan.multi)

@@ -14,7 +14,9 @@ import logging
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -331,9 +333,28 @@ def work(plan: SearchPlan, train_fn: Optional[TrainFn] = None, index: int = 0, d
         distributed.release_followers()
 
 
-def _spawned(plan: SearchPlan, train_fn: Optional[TrainFn], index: int, deadline: Optional[float]) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel SIGKILL this worker when the process that spawned it dies, even by SIGKILL.
+
+    Without it a killed ``pretune search --workers N`` leaves N - 1 orphans training on. The trial such a worker
+    had running is then marked failed by the heartbeat and re-run when the search is resumed. Elsewhere a no-op.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _spawned(plan: SearchPlan, train_fn: Optional[TrainFn], index: int, deadline: Optional[float],
+             parent: int) -> None:
     from ..cli import quiet_libraries
 
+    _die_with_parent(parent)
     quiet_libraries()  # a spawned worker is a fresh interpreter: same quiet console as the parent CLI
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     work(plan, train_fn, index, deadline)
@@ -347,7 +368,7 @@ def run_workers(plan: SearchPlan, train_fn: Optional[TrainFn], deadline: Optiona
         PretuneError: a spawned worker exited with an error.
     """
     ctx = mp.get_context("spawn")  # fork would copy torch threads and open DB connections
-    procs = [ctx.Process(target=_spawned, args=(plan, train_fn, i, deadline), daemon=False)
+    procs = [ctx.Process(target=_spawned, args=(plan, train_fn, i, deadline, os.getpid()), daemon=False)
              for i in range(1, plan.workers)]
     for p in procs:
         p.start()

@@ -39,6 +39,9 @@ def fake_fit(cfg, *, callback=None, overwrite=False, evals: int = 4):
     if cfg.method.name == "freeze" and cfg.method.train_top_layers > 3:
         raise ConfigError(f"method.train_top_layers={cfg.method.train_top_layers} but the model has 3 layers")
     per_eval = cfg.train.batch_size * 2
+    if os.environ.get("FAKE_HANG_ALL_DIR"):  # every trial hangs; the file names the process running it
+        (Path(os.environ["FAKE_HANG_ALL_DIR"]) / str(os.getpid())).touch()
+        time.sleep(600)
     for i in range(1, evals + 1):
         if os.environ.get("FAKE_HANG_FILE") and i == 2 and Path(cfg.output).name == os.environ["FAKE_HANG_TRIAL"]:
             _hang(cfg)

@@ -110,6 +110,53 @@ def test_sigkill_mid_trial_then_restart_loses_and_double_counts_nothing(tmp_path
     assert rows[retries[0].number]["retry_of"] == killed[0].number
 
 
+WORKERS_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from search.fakes import fake_fit
+from pretune.search import search
+if __name__ == "__main__":  # the second worker is spawned: it re-imports this file
+    search({{"output": {out!r}, "search": {{"space": {{"train.lr": {lr!r}}}, "n_trials": 4, "workers": 2,
+            "pruner": "none"}}}}, train_fn=fake_fit)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_sigkill_of_a_multi_worker_search_takes_its_workers_with_it(tmp_path):
+    script = tmp_path / "workers.py"
+    script.write_text(WORKERS_SCRIPT.format(tests=str(TESTS), out=str(tmp_path / "s"), lr=LR))
+    hung = tmp_path / "hung"
+    hung.mkdir()
+    env = {**os.environ, "FAKE_HANG_ALL_DIR": str(hung), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 90
+    while len(list(hung.iterdir())) < 2:  # both workers are inside a trial
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        if time.time() > deadline:
+            proc.kill()
+            pytest.fail("the two workers never both started a trial")
+        time.sleep(0.2)
+    worker = next(int(p.name) for p in hung.iterdir() if int(p.name) != proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    while _alive(worker) and time.time() < deadline:
+        time.sleep(0.1)
+    if _alive(worker):
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail("the spawned worker outlived the killed search")
+
+
 TORCHRUN_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})

@@ -12,7 +12,11 @@ from pretune.cli import main
 
 
 @pytest.mark.slow
-def test_cli_search_on_tiny_bert_writes_a_loadable_best_model(base_config, tmp_path, capsys):
+def test_cli_search_on_tiny_bert_writes_a_loadable_best_model(base_config, tmp_path, capsys, monkeypatch):
+    import optuna
+
+    monkeypatch.setenv("PRETUNE_QUIET_OPTUNA", "0")  # main() sets it; monkeypatch restores it afterwards
+    optuna.logging.set_verbosity(optuna.logging.INFO)
     base_config["search"] = {"space": {
         "train.lr": [1e-3],
         "method.name": ["freeze", "lora"],
@@ -28,6 +32,8 @@ def test_cli_search_on_tiny_bert_writes_a_loadable_best_model(base_config, tmp_p
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     rows = list(csv.DictReader(open(f"{out}/trials.csv")))
     assert len(rows) == 6 and summary["counts"]["done"] == 6
+    # The CLI keeps Optuna's "[I ...] Trial 0 finished" lines off the console (its own progress line says it).
+    assert optuna.logging.get_verbosity() == optuna.logging.WARNING
     for row in rows:
         if row["state"] == "fail":
             assert row["params.method.train_top_layers"] == "3" and "has 2 layers" in row["fail_reason"]
