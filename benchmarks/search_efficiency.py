@@ -10,6 +10,7 @@ For each arm: best dev accuracy found, samples spent, and the samples spent unti
 warmup, weight decay) because the Trainer's search cannot search adapter settings.
 
     python benchmarks/search_efficiency.py --budget 2400 --train-rows 800 --eval-rows 300 --out runs/bench-search
+    python benchmarks/search_efficiency.py --budget 40000 --train-rows 2000 --bf16 --out runs/bench-search
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def run_pretune(arm: str, args, train: Path, dev: Path, out: Path) -> list[dict]
     cfg = {"model": {"path": str(packaged_minilm())},
            "data": {"train": str(train), "eval": str(dev), "max_length": args.max_length,
                     "cache_dir": str(out / "cache")},
-           "train": {"eval_every": args.eval_every, "threads": args.threads, "seed": args.seed, "progress": False},
+           "train": {"eval_every": args.eval_every, "threads": args.threads, "seed": args.seed, "progress": False,
+                     "bf16": args.bf16},
            "search": {"space": space(args.epochs_max), "budget_samples": args.budget, "n_trials": 1000,
                       "sampler": sampler, "pruner": pruner, "seed": args.seed},
            "output": str(out / arm)}
@@ -79,7 +81,9 @@ def trainer_hp_space(args):
                                                      log=True),
                 "per_device_train_batch_size": trial.suggest_categorical("per_device_train_batch_size", [16, 32]),
                 "num_train_epochs": trial.suggest_int("num_train_epochs", 1, args.epochs_max),
-                "warmup_ratio": trial.suggest_float("warmup_ratio", 0.0, 0.2),
+                # transformers 5 has no warmup_ratio: a float below 1 in warmup_steps is the ratio. (A name
+                # TrainingArguments lacks would be skipped with only a log warning, silently unsearched.)
+                "warmup_steps": trial.suggest_float("warmup_steps", 0.0, 0.2),
                 "weight_decay": trial.suggest_float("weight_decay", 0.0, 0.1)}
     return hp_space
 
@@ -131,7 +135,7 @@ def run_trainer(args, train: Path, dev: Path, out: Path) -> list[dict]:
     targs = TrainingArguments(output_dir=str(out / "trainer"), eval_strategy="steps", eval_steps=args.eval_every,
                               save_strategy="no", report_to=[], seed=args.seed, per_device_eval_batch_size=128,
                               train_sampling_strategy="group_by_length", optim="adamw_torch_fused",
-                              disable_tqdm=True, logging_strategy="no", use_cpu=True)
+                              disable_tqdm=True, logging_strategy="no", use_cpu=True, bf16=args.bf16)
     trainer = Trainer(model_init=lambda *a: AutoModelForSequenceClassification.from_pretrained(model_dir,
                                                                                                num_labels=2),
                       args=targs, train_dataset=train_set, eval_dataset=dev_set, compute_metrics=metrics,
@@ -181,6 +185,7 @@ def main() -> int:
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast in every arm (pretune train.bf16, Trainer bf16)")
     p.add_argument("--arms", default=",".join(ARMS), help=f"comma list of {', '.join(ARMS)}")
     p.add_argument("--out", default="runs/bench-search")
     p.add_argument("--previous", help="search_efficiency.json of an earlier run: keep its arms not rerun here")

@@ -7,9 +7,14 @@ alternate (pretune, Trainer, pretune, Trainer, ...) in one invocation, each in
 its own process so peak memory is its own, and the report gives ratios.
 
 Model FLOPs utilisation = 6 x non-embedding parameters x real tokens / time,
-against the fp32 matmul rate measured in this same invocation.
+against the fp32 matmul rate measured in this same invocation (also for bf16
+runs, so their MFU reads as "fraction of what fp32 could do").
 
-    python benchmarks/train_throughput.py --train-samples 4000 --repeats 2 --threads 2
+``--precisions fp32,bf16`` adds bf16-autocast arms of both (pretune's
+``train.bf16``, the Trainer's ``bf16=True``); each precision is compared like
+for like, and pretune bf16 against the Trainer fp32 as well.
+
+    python benchmarks/train_throughput.py --train-samples 4000 --repeats 2 --threads 2 --precisions fp32,bf16
 """
 
 from __future__ import annotations
@@ -72,7 +77,7 @@ def worker_pretune(args) -> dict:
                  "text": "sentence", "max_train_samples": args.train_samples},
         "train": {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "warmup": args.warmup,
                   "weight_decay": 0.01, "threads": args.threads, "seed": args.seed, "progress": False,
-                  "restore_best": False},
+                  "restore_best": False, "bf16": args.precision == "bf16"},
         "output": str(out)})
     r = fit(cfg)
     res = json.loads((out / "results.json").read_text())
@@ -115,19 +120,20 @@ def worker_trainer(args) -> dict:
         learning_rate=args.lr, num_train_epochs=args.epochs, warmup_steps=int(np.ceil(args.warmup * steps)),
         weight_decay=0.01, lr_scheduler_type="linear", optim="adamw_torch_fused",
         train_sampling_strategy="group_by_length", use_cpu=True, save_strategy="no", eval_strategy="no",
-        report_to="none", logging_steps=10_000, disable_tqdm=True, seed=args.seed, dataloader_num_workers=0)
+        report_to="none", logging_steps=10_000, disable_tqdm=True, seed=args.seed, dataloader_num_workers=0,
+        bf16=args.precision == "bf16")
     trainer = Trainer(model=model, args=targs, train_dataset=Rows(), data_collator=DataCollatorWithPadding(tok))
     t0 = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - t0
-    acc = evaluate(model, data.eval, data.spec, 128, tok.pad_token_id)["accuracy"]
+    acc = evaluate(model, data.eval, data.spec, 128, tok.pad_token_id, args.precision == "bf16")["accuracy"]
     return {"samples_per_s": len(enc) * args.epochs / seconds, "train_seconds": seconds,
             "samples": int(len(enc) * args.epochs), "tokens": int(enc.lengths.sum() * args.epochs),
             "accuracy": acc, "nonemb_params": non_embedding_params(model)}
 
 
-def run_worker(kind: str, args) -> dict:
-    cmd = [sys.executable, __file__, "--worker", kind, *sys.argv[1:]]
+def run_worker(kind: str, precision: str) -> dict:
+    cmd = [sys.executable, __file__, "--worker", kind, "--precision", precision, *sys.argv[1:]]
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if out.returncode != 0:
         raise SystemExit(f"{kind} worker failed:\n{out.stderr[-3000:]}")
@@ -147,7 +153,9 @@ def main() -> None:
     p.add_argument("--model", help="model folder (default: the packaged MiniLM)")
     p.add_argument("--workdir", default="bench-out/train_throughput")
     p.add_argument("--json", default="bench-out/train_throughput.json")
+    p.add_argument("--precisions", default="fp32", help="comma list of fp32, bf16 (bf16 autocast)")
     p.add_argument("--worker", choices=("pretune", "trainer"), help=argparse.SUPPRESS)
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help=argparse.SUPPRESS)
     args = p.parse_args()
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     if args.worker:
@@ -156,37 +164,45 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    runs: dict[str, list[dict]] = {"pretune": [], "trainer": []}
+    precisions = [x.strip() for x in args.precisions.split(",") if x.strip()]
+    if not precisions or set(precisions) - {"fp32", "bf16"}:
+        p.error(f"--precisions: {args.precisions!r}; use fp32, bf16 or fp32,bf16")
+    arms = [(kind, prec) for prec in precisions for kind in ("pretune", "trainer")]
+    runs: dict[str, list[dict]] = {f"{k}-{pr}": [] for k, pr in arms}
     rates = [matmul_rate(args.threads)]
     for i in range(args.repeats):
-        for kind in ("pretune", "trainer"):
-            r = run_worker(kind, args)
-            runs[kind].append(r)
-            print(f"[{i + 1}/{args.repeats}] {kind:8s} {r['samples_per_s']:6.1f} samples/s  "
+        for kind, prec in arms:
+            r = run_worker(kind, prec)
+            runs[f"{kind}-{prec}"].append(r)
+            print(f"[{i + 1}/{args.repeats}] {kind + ' ' + prec:13s} {r['samples_per_s']:6.1f} samples/s  "
                   f"acc {r['accuracy']:.4f}  peak {r['peak_rss_mb']:.0f} MB", flush=True)
         rates.append(matmul_rate(args.threads))
     matmul = statistics.median(rates)
     summary = {}
-    for kind, rs in runs.items():
+    for arm, rs in runs.items():
         sps = statistics.median(r["samples_per_s"] for r in rs)
         tok_s = statistics.median(r["tokens"] / r["train_seconds"] for r in rs)
-        summary[kind] = {"samples_per_s": sps, "tokens_per_s": tok_s,
-                         "accuracy": statistics.mean(r["accuracy"] for r in rs),
-                         "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
-                         "mfu": 6 * rs[0]["nonemb_params"] * tok_s / matmul}
-    ratio = summary["pretune"]["samples_per_s"] / summary["trainer"]["samples_per_s"]
+        summary[arm] = {"samples_per_s": sps, "tokens_per_s": tok_s,
+                        "accuracy": statistics.mean(r["accuracy"] for r in rs),
+                        "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
+                        "mfu": 6 * rs[0]["nonemb_params"] * tok_s / matmul}
     print(f"\nmatmul rate {matmul / 1e9:.1f} GFLOP/s fp32 on {args.threads} threads "
           f"(min {min(rates) / 1e9:.1f}, max {max(rates) / 1e9:.1f})")
-    print(f"{'':10s} {'samples/s':>10s} {'tokens/s':>9s} {'MFU':>6s} {'dev acc':>8s} {'peak MB':>8s}")
-    for kind, s in summary.items():
-        print(f"{kind:10s} {s['samples_per_s']:10.1f} {s['tokens_per_s']:9.0f} {s['mfu']:6.1%} "
+    print(f"{'':14s} {'samples/s':>10s} {'tokens/s':>9s} {'MFU':>6s} {'dev acc':>8s} {'peak MB':>8s}")
+    for arm, s in summary.items():
+        print(f"{arm:14s} {s['samples_per_s']:10.1f} {s['tokens_per_s']:9.0f} {s['mfu']:6.1%} "
               f"{s['accuracy']:8.4f} {s['peak_rss_mb']:8.0f}")
-    print(f"pretune / Trainer samples/s: {ratio:.2f}x; accuracy difference "
-          f"{100 * (summary['pretune']['accuracy'] - summary['trainer']['accuracy']):+.2f} points")
+    ratios = {}
+    pairs = [(f"pretune-{pr}", f"trainer-{pr}") for pr in precisions]
+    if "bf16" in precisions and "fp32" in precisions:
+        pairs.append(("pretune-bf16", "trainer-fp32"))
+    for a, b in pairs:
+        ratios[f"{a} / {b}"] = r = summary[a]["samples_per_s"] / summary[b]["samples_per_s"]
+        print(f"{a} / {b} samples/s: {r:.2f}x; accuracy difference "
+              f"{100 * (summary[a]['accuracy'] - summary[b]['accuracy']):+.2f} points")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"args": vars(args), "matmul_flops": rates, "runs": runs,
-                                           "summary": summary, "ratio": ratio}, indent=2))
-
+                                           "summary": summary, "ratios": ratios}, indent=2))
 
 if __name__ == "__main__":
     main()
