@@ -26,7 +26,7 @@ from .models import (
     resolve_model_path,
     unwrap_for_saving,
 )
-from .train import Callback, evaluate, train
+from .train import Callback, evaluate, parallel, train
 from .utils import atomic_path, seed_everything, set_threads, write_json
 
 log = logging.getLogger("pretune")
@@ -77,8 +77,11 @@ def prepare(cfg: RunConfig):
     return tokenizer, data, model
 
 
-def _claim_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Optional[dict]:
-    """Return the finished results when resuming a finished run; refuse to clobber another run."""
+def _claim_run_dir(run_dir: Path, resume: bool, overwrite: bool, writer: bool = True) -> Optional[dict]:
+    """Return the finished results when resuming a finished run; refuse to clobber another run.
+
+    Under ``torchrun`` every rank checks, and only the writer (rank 0) clears an overwritten folder.
+    """
     results = run_dir / "results.json"
     if resume and results.exists():
         return json.loads(results.read_text())
@@ -86,7 +89,8 @@ def _claim_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Optional[dic
         if not overwrite:
             raise ConfigError(f"output folder {run_dir} already holds a run; pass --resume to continue it, "
                               "--overwrite to replace it, or choose another --output")
-        shutil.rmtree(run_dir)
+        if writer:
+            shutil.rmtree(run_dir)
     return None
 
 
@@ -108,25 +112,34 @@ def fit(cfg: RunConfig | dict | str | Path | None = None, *, callback: Callback 
     """
     cfg = as_config(cfg)
     run_dir = Path(cfg.output)
-    done = _claim_run_dir(run_dir, resume, overwrite)
+    writer = parallel.is_writer()  # under torchrun only rank 0 writes; every rank trains
+    done = _claim_run_dir(run_dir, resume, overwrite, writer)
     if done is not None:
         log.info("run %s is already finished; nothing to resume", run_dir)
         return FitResult.from_json(run_dir, done)
     set_threads(cfg.train.threads)
     tokenizer, data, model = prepare(cfg)  # raises on bad input before the folder exists
     trainable, total = count_parameters(model)
-    _describe(cfg, data, trainable, total)
+    if writer:
+        _describe(cfg, data, trainable, total)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(run_dir / "config.yaml") as tmp:
-        tmp.write_text(cfg.to_yaml())
+    if writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(run_dir / "config.yaml") as tmp:
+            tmp.write_text(cfg.to_yaml())
     started = time.time()
-    result = train(model, data.train, data.eval, data.spec, cfg.train, pad_id=tokenizer.pad_token_id,
-                   run_dir=run_dir, callback=callback, resume=resume)
+    try:
+        result = train(model, data.train, data.eval, data.spec, cfg.train, pad_id=tokenizer.pad_token_id,
+                       run_dir=run_dir, callback=callback, resume=resume)
+    finally:
+        parallel.release()  # no-op in one process
     final = unwrap_for_saving(model, merge=cfg.lora.merge)
     metrics = evaluate(final, data.eval, data.spec, cfg.train.eval_batch_size, tokenizer.pad_token_id,
                        cfg.train.bf16)
     model_dir = run_dir / "model"
+    if not writer:
+        return FitResult(run_dir, model_dir, metrics, result.history, result.best_step, result.step,
+                         result.samples, result.tokens, result.seconds, trainable, total)
     with atomic_path(model_dir) as tmp:
         final.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
@@ -138,6 +151,7 @@ def fit(cfg: RunConfig | dict | str | Path | None = None, *, callback: Callback 
         "task": data.spec.task, "labels": data.spec.labels, "method": cfg.method.name,
         "train_rows": len(data.train), "eval_rows": len(data.eval), "eval_source": data.eval_source,
         "model_dir": str(model_dir), "history": result.history, "environment": environment(),
+        "world_size": parallel.world_size(),
     }
     write_json(run_dir / "results.json", out)
     shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())

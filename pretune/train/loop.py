@@ -8,7 +8,10 @@
         every checkpoint_every steps: atomic checkpoint (weights, optimizer, scheduler, RNG, position)
 
 The data order of every epoch is a pure function of (seed, epoch), so a resumed
-run replays exactly the batches an uninterrupted one would have seen.
+run replays exactly the batches an uninterrupted one would have seen. Under
+``torchrun`` each rank runs a share of every step's micro-batches and the
+gradients are summed (``parallel``): the same update as one process with
+``grad_accum x world_size`` accumulation.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from ..utils import append_jsonl, atomic_path, read_jsonl, seed_everything, set_
 from .checkpoint import list_checkpoints, load_checkpoint, load_trainable, save_checkpoint, trainable_state
 from .evaluate import autocast, evaluate, model_inputs, task_loss
 from .optim import build_optimizer, build_scheduler
+from . import parallel
 
 LossFn = Callable[[nn.Module, dict], tuple[torch.Tensor, torch.Tensor]]
 Callback = Callable[[int, dict], None]
@@ -76,10 +80,10 @@ def default_loss(spec: TaskSpec) -> LossFn:
     return loss_fn
 
 
-def plan_steps(n_rows: int, cfg: TrainConfig) -> tuple[int, int]:
-    """(optimizer steps per epoch, total optimizer steps)."""
+def plan_steps(n_rows: int, cfg: TrainConfig, world_size: int = 1) -> tuple[int, int]:
+    """(optimizer steps per epoch, total optimizer steps); ``world_size`` processes share each step."""
     micro_per_epoch = math.ceil(n_rows / cfg.batch_size)
-    per_epoch = math.ceil(micro_per_epoch / cfg.grad_accum)
+    per_epoch = math.ceil(micro_per_epoch / (cfg.grad_accum * world_size))
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
     return per_epoch, total
 
@@ -103,33 +107,39 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
     Raises:
         TrainingDiverged: the loss became NaN or infinite.
     """
+    rank, world = parallel.world()
+    writer = rank == 0  # only rank 0 writes metrics and checkpoints; every rank reads them to resume
     set_threads(cfg.threads)
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed + rank)  # dropout differs across ranks; the weights come from rank 0 below
+    if world > 1:
+        parallel.broadcast_parameters(model)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     loss_fn = loss_fn or default_loss(spec)
     metric = cfg.metric or default_metric(spec.task)
-    per_epoch, total = plan_steps(len(train_set), cfg)
+    per_epoch, total = plan_steps(len(train_set), cfg, world)
+    micro_per_step = cfg.grad_accum * world
     eval_every = cfg.eval_every or per_epoch
     ckpt_every = cfg.checkpoint_every or eval_every
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, total)
 
     run_dir = Path(run_dir) if run_dir else None
-    if run_dir:
+    if run_dir and writer:
         run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = run_dir / "checkpoints" if run_dir else None
-    metrics_path = run_dir / "metrics.jsonl" if run_dir else None
+    metrics_path = run_dir / "metrics.jsonl" if run_dir and writer else None
     st = TrainState()
     if resume and ckpt_dir and list_checkpoints(ckpt_dir):
         st = TrainState(**load_checkpoint(list_checkpoints(ckpt_dir)[-1], model, optimizer, scheduler))
         _truncate_log(metrics_path, st.step)  # lines logged after the checkpoint are replayed
     elif metrics_path and metrics_path.exists():
         metrics_path.unlink()
+    trained = [p for g in optimizer.param_groups for p in g["params"]]
     best_file = ckpt_dir / "best.safetensors" if ckpt_dir else None
     best_state = load_file(str(best_file)) if best_file and st.best_step is not None and best_file.exists() else None
 
-    bar = _progress(cfg, total, st.step)
+    bar = _progress(cfg, total, st.step, enabled=writer)
     model.train()
     batches, batches_epoch = None, -1
     stopped_early = False
@@ -139,25 +149,28 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
         if epoch != batches_epoch:
             batches = epoch_batches(train_set.lengths, cfg.batch_size, cfg.seed, epoch, cfg.group_by_length)
             batches_epoch = epoch
-        group = batches[k * cfg.grad_accum:(k + 1) * cfg.grad_accum]
+        group = batches[k * micro_per_step:(k + 1) * micro_per_step]
         rows_in_step = sum(len(b) for b in group)
 
         t0 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        step_loss = 0.0
-        for rows in group:
+        step_loss, step_tokens = 0.0, 0
+        for rows in group[rank::world]:
             batch = collate(train_set, rows, pad_id)
             with autocast(cfg.bf16):
                 loss, _ = loss_fn(model, batch)
             # Weight by rows so accumulated micro-batches give the big batch's mean gradient.
             (loss * (len(rows) / rows_in_step)).backward()
             step_loss += loss.item() * len(rows)
-            st.tokens += int(batch["attention_mask"].sum())
+            step_tokens += int(batch["attention_mask"].sum())
+        if world > 1:
+            step_loss, step_tokens = parallel.sum_gradients(trained, [step_loss, step_tokens])
+        st.tokens += int(step_tokens)
         if not math.isfinite(step_loss):
             raise TrainingDiverged(f"loss became {step_loss / rows_in_step} at step {st.step + 1}; lower "
                                    f"train.lr (now {cfg.lr:g}) or set train.max_grad_norm")
         if cfg.max_grad_norm:
-            nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.max_grad_norm)
+            nn.utils.clip_grad_norm_(trained, cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
         st.step += 1
@@ -178,18 +191,18 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
             if improved:
                 st.best_value, st.best_step, st.bad_evals = record[metric], st.step, 0
                 best_state = trainable_state(model)
-                if ckpt_dir:
+                if ckpt_dir and writer:
                     with atomic_path(ckpt_dir / "best.safetensors") as tmp:
                         save_file(best_state, str(tmp))
             else:
                 st.bad_evals += 1
-            if cfg.progress:
+            if cfg.progress and writer:
                 bar.write(_eval_line(record, metric))
             if callback:
                 callback(st.step, record)
             if cfg.early_stopping_patience is not None and st.bad_evals > cfg.early_stopping_patience:
                 stopped_early = True
-        if ckpt_dir and (st.step % ckpt_every == 0) and st.step < total and not stopped_early:
+        if ckpt_dir and writer and (st.step % ckpt_every == 0) and st.step < total and not stopped_early:
             save_checkpoint(ckpt_dir, st.step, model, optimizer, scheduler, asdict(st), cfg.keep_checkpoints)
         bar.update(1)
         if stopped_early:
@@ -211,10 +224,10 @@ def _is_better(value, best, metric: str) -> bool:
     return value > best if higher_is_better(metric) else value < best
 
 
-def _progress(cfg: TrainConfig, total: int, initial: int):
+def _progress(cfg: TrainConfig, total: int, initial: int, enabled: bool = True):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, unit="step", desc="train", disable=not cfg.progress,
+    return tqdm(total=total, initial=initial, unit="step", desc="train", disable=not (cfg.progress and enabled),
                 dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
 
 

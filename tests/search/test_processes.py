@@ -186,3 +186,25 @@ def test_torchrun_ranks_train_identical_params(tmp_path):
         assert {k: v for k, v in r0.items() if k != "pid"} == {k: v for k, v in r1.items() if k != "pid"}
     # Independently seeded ranks would have drawn different values; rank 0's were used everywhere.
     assert len({json.loads((d / "rank0.json").read_text())["lr"] for d in trial_dirs}) == 3
+
+
+@pytest.mark.slow
+def test_torchrun_search_with_the_real_fit_trains_data_parallel_trials(base_config, tmp_path):
+    import yaml
+
+    base_config["search"] = {"space": {"train.lr": [1e-3, 3e-3]}, "sampler": "grid", "pruner": "none",
+                             "n_trials": 2, "heartbeat": 5}
+    out = base_config.pop("output")
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(base_config))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "pretune.cli", "search", "--config", str(path), "--output", out]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads((Path(out) / "trials.json").read_text())
+    assert [r["state"] for r in rows] == ["complete", "complete"]
+    for r in rows:
+        fit = json.loads((Path(out) / "trials" / f"{r['number']:04d}" / "results.json").read_text())
+        # Each of the 2 ranks ran half of the 4 micro-batches of 16 rows; the step counts the whole 64.
+        assert fit["world_size"] == 2 and fit["steps"] == 2 and fit["train_samples"] == 64

@@ -1,0 +1,90 @@
+"""Data parallelism under ``torchrun``: every rank trains a share of each optimizer step.
+
+One optimizer step takes ``grad_accum x world_size`` micro-batches of the length-grouped epoch order; rank ``r``
+runs micro-batches ``r, r + W, ...`` of them, each loss weighted by its rows over the rows of the whole step, and
+the gradients are summed over ranks. The update is therefore the one a single process makes with
+``grad_accum x world_size`` accumulation steps (a test checks it), and ``batch_size`` stays per process, as in
+``torch.nn.parallel.DistributedDataParallel``. Weights start from rank 0's copy, so ranks never drift apart;
+each rank evaluates the whole eval set, so early stopping, best weights and pruning agree without messages;
+only rank 0 writes files.
+
+With ``WORLD_SIZE`` unset or 1 every function here is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size), starting the process group (NCCL on CUDA, else gloo) the first time it is needed."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        _OWNED.append(True)
+    return dist.get_rank(), dist.get_world_size()
+
+
+_OWNED: list = []  # set when world() started the process group, so release() ends it
+
+
+def release() -> None:
+    """End the process group ``world()`` started (one a caller started, e.g. a search, is left alone)."""
+    if _OWNED:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+        _OWNED.clear()
+
+
+def world_size() -> int:
+    """Processes training together (``WORLD_SIZE``), without touching the process group."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_writer() -> bool:
+    """Whether this process writes the run folder (rank 0, or the only process)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def barrier() -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch.distributed as dist
+
+        world()
+        dist.barrier()
+
+
+def broadcast_parameters(model: nn.Module) -> None:
+    """Every rank takes rank 0's weights (trainable or not), as DDP does at construction."""
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            dist.broadcast(t.data, src=0)
+
+
+def sum_gradients(params: list[torch.Tensor], scalars: list[float]) -> list[float]:
+    """All-reduce (sum) the gradients of ``params`` and a few floats in one flat message.
+
+    A rank that ran no micro-batch this step (the last, partial step of an epoch) contributes zeros.
+    """
+    import torch.distributed as dist
+
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1).float() for g in grads] + [torch.tensor(scalars, dtype=torch.float32)])
+    dist.all_reduce(flat)
+    offset = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        p.grad = flat[offset:offset + n].view_as(p).to(p.dtype)
+        offset += n
+    return flat[offset:].tolist()
