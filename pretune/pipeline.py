@@ -240,10 +240,14 @@ def _compress_stage(cfg: RunConfig, run_dir: Path, plan: dict, best_dir: Path, s
     if stages.done("compress"):
         return load_results(out)
     methods = _methods_left(cfg, plan, stages)
+    deadline = None
+    if plan["budget_s"] is not None:  # what the budget leaves for compress, less the report's reserve
+        used = plan["probe_s"] + sum(stages.spent(s) for s in ("search", "compress"))
+        deadline = time.time() + max(plan["budget_s"] - used - RESERVE_S, 0.0)
     stages.start("compress")
     d = cfg.data
     results = compress(best_dir, d.eval, train=d.train, text=d.text, text_pair=d.text_pair, label=d.label,
-                       output=out, cfg=cfg.compress, methods=methods)
+                       output=out, cfg=cfg.compress, methods=methods, deadline=deadline)
     stages.finish("compress", methods=methods,
                   accepted=[v["name"] for v in results["variants"] if v["status"] == "accepted"],
                   pareto_front=results.get("pareto_front"))

@@ -70,8 +70,8 @@ def format_table(r: dict) -> str:
                    f"{src['latency_ms']['p50']:8.2f} {'1.00x':>8s} {src['size_mb']:7.1f} {'1.00x':>8s}  "
                    f"{'pareto' if 'source' in r['pareto_front'] else ''}"]
     for v in r["variants"]:
-        if v["status"] == "failed":
-            lines.append(f"{v['name']:20s} failed: {v['error']}")
+        if v["status"] in ("failed", "skipped"):
+            lines.append(f"{v['name']:20s} {v['status']}: {v.get('error') or v.get('reason')}")
             continue
         b, ratio = v["bench"], v["ratios"]
         status = v["status"] + (", pareto" if v.get("pareto") else "")

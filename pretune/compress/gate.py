@@ -17,11 +17,11 @@ def gate(entry: dict, source_bench: dict, tolerance: float) -> None:
     """Mark ``entry`` accepted or rejected (in place) against the source model's bench result.
 
     Args:
-        entry: a variant record with a ``bench`` result; failed variants are left as they are.
+        entry: a variant record with a ``bench`` result; failed and skipped variants are left as they are.
         source_bench: the bench result of the model the variant came from.
         tolerance: metric points a variant may lose and still be accepted.
     """
-    if entry.get("status") == "failed":
+    if entry.get("status") in ("failed", "skipped"):
         return
     metric = source_bench["eval"]["metric"]
     src = source_bench["eval"]["metrics"][metric]

@@ -85,7 +85,8 @@ def _bench_cfg(cfg: CompressConfig) -> BenchConfig:
 
 def compress(model_dir: str | os.PathLike, data: str, *, train: Optional[str] = None, text: str = "text",
              text_pair: Optional[str] = None, label: str = "label", output: str | os.PathLike = "runs/compress",
-             cfg: Optional[CompressConfig] = None, methods: Optional[list[str]] = None) -> dict:
+             cfg: Optional[CompressConfig] = None, methods: Optional[list[str]] = None,
+             deadline: Optional[float] = None) -> dict:
     """Make, benchmark and gate compressed variants of a fine-tuned model.
 
     Args:
@@ -96,6 +97,8 @@ def compress(model_dir: str | os.PathLike, data: str, *, train: Optional[str] = 
         text, text_pair, label: column names (shared by both files).
         output: folder for one sub-folder per variant and ``results.json``.
         cfg: method settings, accuracy tolerance, threads; ``methods`` overrides ``cfg.methods``.
+        deadline: a ``time.time()`` after which no further method starts; those left are recorded as
+            ``skipped`` (a method already running finishes, so the overshoot is at most one method).
 
     Returns:
         The results dict (also written to ``OUTPUT/results.json``): source bench, one record per
@@ -125,7 +128,14 @@ def compress(model_dir: str | os.PathLike, data: str, *, train: Optional[str] = 
     source = bench(folder, data, text=text, text_pair=text_pair, label=label, cfg=_bench_cfg(cfg))
     write_json(out / "source.bench.json", source)
     _log_bench("source (pytorch fp32)", source)
-    variants = [_run_method(name, ctx, out, data, text, text_pair, label, bool(train)) for name in names]
+    variants = []
+    for name in names:
+        if deadline is not None and time.time() >= deadline:
+            log.warning("%s: skipped: the time budget ran out before it started", name)
+            variants.append({"name": name, "folder": str(out / name), "status": "skipped",
+                             "reason": "the time budget ran out before it started"})
+            continue
+        variants.append(_run_method(name, ctx, out, data, text, text_pair, label, bool(train)))
     results = {"source": str(folder), "data": str(data), "train": train,
                "columns": {"text": text, "text_pair": text_pair, "label": label}, "metric": source["eval"]["metric"],
                "tolerance_points": cfg.tolerance, "config": asdict(cfg), "source_bench": source,

@@ -99,6 +99,24 @@ def test_methods_needing_training_rows_fail_alone_without_them(teacher, tiny_dat
     assert v["int8-dynamic-torch"]["status"] == "accepted"
 
 
+def test_methods_after_the_deadline_are_skipped_and_recorded(teacher, tiny_data, tmp_path):
+    import time
+
+    def slow(ctx, out):  # a method that uses up the time left
+        time.sleep(0.5)
+        return scramble_head(ctx, out)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(METHODS, "test-slow", slow)
+        r = compress(teacher, str(tiny_data[1]), output=tmp_path, cfg=fast_config(),
+                     methods=["test-slow", "int8-dynamic-torch"], deadline=time.time() + 0.2)
+    v = by_name(r)
+    assert v["test-slow"]["status"] == "rejected"  # started in time, so it finished and was measured
+    assert v["int8-dynamic-torch"]["status"] == "skipped" and "budget" in v["int8-dynamic-torch"]["reason"]
+    assert not (tmp_path / "int8-dynamic-torch").exists()
+    assert json.loads((tmp_path / "results.json").read_text())["variants"][1]["status"] == "skipped"
+
+
 @pytest.mark.parametrize("kwargs, error, match", [
     ({"methods": ["nope"]}, ConfigError, "unknown compression method.*choose from.*onnx"),
     ({"cfg_overrides": {"sparsity": 1.5}}, ConfigError, r"compress.sparsity: must be in \[0, 1\)"),
