@@ -114,8 +114,10 @@ def make_plan(cfg: RunConfig, budget: Optional[float], probe_steps: int = 8) -> 
                           f"takes about {trial_s:.0f} s; raise --budget to at least {math.ceil(need)}s or lower "
                           "train.epochs / data.max_train_samples")
     compress_s = left - search_s
-    plan.update(search_s=round(search_s, 1), compress_s=round(compress_s, 1),
-                n_trials=min(n_fit, cfg.search.n_trials or n_fit),
+    # The search's time share is what binds: pruned trials are shorter than the estimate, so capping the trial
+    # count at n_fit would leave time unused. search.n_trials stays the user's upper bound.
+    plan.update(search_s=round(search_s, 1), compress_s=round(compress_s, 1), n_trials_fit=n_fit,
+                n_trials=cfg.search.n_trials,
                 methods=cfg.compress.methods or _methods_for(cfg, est, compress_s))
     return plan
 
@@ -145,8 +147,10 @@ def describe_plan(plan: dict[str, Any]) -> list[str]:
                      f"{', '.join(plan['methods'])}")
         return lines
     lines += [f"plan: budget {plan['budget_s'] / 60:.1f} min = search {plan['search_s'] / 60:.1f} min "
-              f"(about {plan['n_trials']} trials of {plan['trial_s']:.0f} s +/- {plan['trial_error_pct']:.0f}%, "
-              f"at most {plan['n_trials_config']}) + compress and bench {plan['compress_s'] / 60:.1f} min + "
+              f"(about {plan['n_trials_fit']} unpruned trials of {plan['trial_s']:.0f} s "
+              f"+/- {plan['trial_error_pct']:.0f}%; pruned ones are shorter and more run, "
+              f"{'up to ' + str(plan['n_trials']) if plan['n_trials'] else 'no cap on the count'}) + "
+              f"compress and bench {plan['compress_s'] / 60:.1f} min + "
               f"report {RESERVE_S:.0f} s",
               f"plan: compress methods: {', '.join(plan['methods'])}"]
     return lines

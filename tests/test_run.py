@@ -38,8 +38,11 @@ def test_plan_splits_the_budget_and_counts_trials(cfg, monkeypatch):
     left = 600.0 - plan["probe_s"] - pipeline.RESERVE_S
     assert plan["search_s"] == pytest.approx(0.75 * left, abs=0.1)
     assert plan["compress_s"] == pytest.approx(0.25 * left, abs=0.1)
-    assert plan["n_trials"] == min(int((plan["search_s"] - 2.0) // 10.0), cfg.search.n_trials)
-    assert "about 20 trials" in pipeline.describe_plan(plan)[1]  # n_trials capped by search.n_trials=20
+    assert plan["n_trials_fit"] == int((plan["search_s"] - 2.0) // 10.0)
+    # The time share binds, not the estimate (pruned trials are shorter); search.n_trials stays the cap.
+    assert plan["n_trials"] == cfg.search.n_trials == 20
+    line = pipeline.describe_plan(plan)[1]
+    assert f"about {plan['n_trials_fit']} unpruned trials" in line and "up to 20" in line
 
 
 def test_trial_time_scales_with_the_space_epochs(cfg, monkeypatch):

@@ -61,7 +61,8 @@ def asked_rows(facts: dict) -> list[tuple[str, str]]:
             ("evaluation data", asked.get("eval") or data.get("eval") or "split of the training data"),
             ("budget", _seconds(asked.get("budget_s")) if asked.get("budget_s") else "none (trial count only)")]
     if plan:
-        rows += [("plan: search", f"{_seconds(plan.get('search_s'))}, about {plan.get('n_trials')} trials of "
+        n_fit = plan.get("n_trials_fit", plan.get("n_trials"))
+        rows += [("plan: search", f"{_seconds(plan.get('search_s'))}, about {n_fit} unpruned trials of "
                   f"{_seconds(plan.get('trial_s'))} each (estimate +/- {fmt(plan.get('trial_error_pct'), 2)}%)"),
                  ("plan: compress + bench", f"{_seconds(plan.get('compress_s'))}; methods "
                   f"{', '.join(plan.get('methods') or [])}")]

@@ -33,7 +33,7 @@ def test_report_shows_the_saved_numbers(saved_run):
     assert "int8-dynamic-ort" in html and "prune-magnitude" in html
     assert "distill needs training rows" in html  # a failed variant keeps its reason
     assert "lora.r: too big &lt;b&gt;" in html  # user text is escaped
-    assert "7.0 min, about 10 trials of 40 s each" in html  # the plan from run.json
+    assert "7.0 min, about 10 unpruned trials of 40 s each" in html  # the plan from run.json
     assert "2.13.0" in html  # environment from a trial's results.json
 
 
