@@ -157,18 +157,26 @@ def _objective_values(plan: SearchPlan, cfg, result: Any) -> list[float]:
     return out
 
 
-def _make_callback(trial: optuna.Trial, plan: SearchPlan, deadline: Optional[float]) -> Callable:
+def _is_last_evaluation(cfg, step: int, metrics: dict) -> bool:
+    """Whether training ends at this evaluation (its metrics are then the trial's full result)."""
+    if cfg.train.max_steps:
+        return step >= cfg.train.max_steps
+    return float(metrics.get("epoch", 0.0)) >= cfg.train.epochs - 1e-3  # epoch is rounded to 4 places
+
+
+def _make_callback(trial: optuna.Trial, plan: SearchPlan, deadline: Optional[float], cfg) -> Callable:
     metric = plan.objectives[0][0]
-    world = distributed.world_size()
 
     def callback(step: int, metrics: dict) -> None:
-        samples = int(metrics.get("samples", 0)) * world
+        samples = int(metrics.get("samples", 0))  # all ranks' rows under torchrun
         trial.set_user_attr("train_samples", samples)
-        prune, stop = False, deadline is not None and time.time() >= deadline
+        # Stopping or pruning at the last evaluation would discard a finished trial for no saving.
+        last = _is_last_evaluation(cfg, step, metrics)
+        prune, stop = False, deadline is not None and time.time() >= deadline and not last
         if not plan.multi and metric in metrics:
             # Report against samples seen, the one resource comparable across batch sizes and epochs.
             trial.report(float(metrics[metric]), max(samples, step))
-            prune = trial.should_prune()
+            prune = trial.should_prune() and not last
         prune, stop = distributed.agree(prune, stop)
         if stop:
             raise BudgetStop(BUDGET_STOP)
@@ -230,7 +238,7 @@ def run_trial(trial: optuna.Trial, plan: SearchPlan, train_fn: TrainFn, deadline
         values = distributed.share_trial(suggest(trial, plan.params), str(trial_dir))
         cfg = trial_config(plan, values, trial_dir)
         with _quiet_fit():
-            result = train_fn(cfg, callback=_make_callback(trial, plan, deadline), overwrite=True)
+            result = train_fn(cfg, callback=_make_callback(trial, plan, deadline, cfg), overwrite=True)
         scores = _objective_values(plan, cfg, result)
     except optuna.TrialPruned:
         raise

@@ -205,6 +205,7 @@ def test_torchrun_search_with_the_real_fit_trains_data_parallel_trials(base_conf
     rows = json.loads((Path(out) / "trials.json").read_text())
     assert [r["state"] for r in rows] == ["complete", "complete"]
     for r in rows:
+        assert r["train_samples"] == 64  # counted once, not once per rank
         fit = json.loads((Path(out) / "trials" / f"{r['number']:04d}" / "results.json").read_text())
         # Each of the 2 ranks ran half of the 4 micro-batches of 16 rows; the step counts the whole 64.
         assert fit["world_size"] == 2 and fit["steps"] == 2 and fit["train_samples"] == 64

@@ -191,3 +191,32 @@ def test_ctrl_c_mid_trial_then_rerun_does_not_count_the_interrupted_trial(tmp_pa
     result = search(cfg(tmp_path, n_trials=3), train_fn=interrupted_fit)
     assert [r["state"] for r in result.trials] == ["complete", "fail", "complete", "complete"]
     assert result.trials[1]["fail_reason"] == "interrupted (Ctrl-C)" and result.counts["done"] == 3
+
+
+class _AlwaysPrune(optuna.pruners.BasePruner):
+    def prune(self, study, trial) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("last", [False, True])
+def test_the_last_evaluation_is_neither_pruned_nor_cut_by_the_deadline(last):
+    """A trial whose training is over has its full result: stopping it then would throw that away for nothing."""
+    from types import SimpleNamespace
+
+    from pretune.config import config_from_dict
+    from pretune.search.runner import BudgetStop, _make_callback
+
+    cfg = config_from_dict({"train": {"epochs": 2}})
+    plan = SimpleNamespace(objectives=[("accuracy", "maximize")], multi=False)
+    record = {"step": 20, "epoch": 2.0 if last else 1.0, "samples": 320, "accuracy": 0.7}
+    pruned = optuna.create_study(direction="maximize", pruner=_AlwaysPrune()).ask()
+    late = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner()).ask()
+    if last:
+        _make_callback(pruned, plan, None, cfg)(20, record)
+        _make_callback(late, plan, 0.0, cfg)(20, record)
+    else:
+        with pytest.raises(optuna.TrialPruned):
+            _make_callback(pruned, plan, None, cfg)(20, record)
+        with pytest.raises(BudgetStop):
+            _make_callback(late, plan, 0.0, cfg)(20, record)
+    assert pruned.study.trials[0].intermediate_values == {320: 0.7}  # reported either way
