@@ -99,6 +99,9 @@ class SearchConfig:
     budget_samples: Optional[int] = None  # training samples over all trials, pruned ones included
     sampler: str = "tpe"  # tpe | random | grid | cmaes | qmc | gp | nsga2 | nsga3 | bruteforce
     pruner: Optional[str] = None  # asha | hyperband | median | none; None: asha (single objective)
+    # Epochs a trial trains before it may be pruned: the first evaluations mostly show a model that still
+    # predicts one class whatever its settings, and pruning on them is pruning on noise.
+    prune_after: float = 1.0
     storage: Optional[str] = None  # SQLAlchemy URL; None: sqlite file study.db in the output folder
     study: str = "pretune"
     workers: int = 1  # worker processes on this machine, all on one storage

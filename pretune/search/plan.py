@@ -33,6 +33,7 @@ class SearchPlan:
     study_name: str
     sampler: str
     pruner: Optional[str]
+    prune_after: float  # epochs before pruning may stop a trial
     n_trials: Optional[int]
     timeout: Optional[float]
     budget_samples: Optional[int]
@@ -68,6 +69,8 @@ def make_plan(cfg: RunConfig) -> SearchPlan:
         value = getattr(s, key)
         if value is not None and (not math.isfinite(value) or value <= 0):
             errors.append(f"search.{key}: must be > 0, got {value!r}")
+    if s.prune_after is None or not math.isfinite(s.prune_after) or s.prune_after < 0:
+        errors.append(f"search.prune_after: must be >= 0 epochs, got {s.prune_after!r}")
     if s.heartbeat is None or s.workers is None:
         errors.append("search.heartbeat and search.workers cannot be null")
     if s.keep_models not in KEEP_MODELS:
@@ -85,9 +88,9 @@ def make_plan(cfg: RunConfig) -> SearchPlan:
     output = Path("runs/search" if cfg.output == RunConfig().output else cfg.output)
     return SearchPlan(base=cfg.to_dict(), params=params, objectives=objectives, output=output,
                       storage_url=s.storage or default_storage_url(output), study_name=s.study,
-                      sampler=s.sampler, pruner=s.pruner, n_trials=s.n_trials, timeout=s.timeout,
-                      budget_samples=s.budget_samples, workers=s.workers, seed=s.seed, heartbeat=s.heartbeat,
-                      keep_models=s.keep_models)
+                      sampler=s.sampler, pruner=s.pruner, prune_after=s.prune_after, n_trials=s.n_trials,
+                      timeout=s.timeout, budget_samples=s.budget_samples, workers=s.workers, seed=s.seed,
+                      heartbeat=s.heartbeat, keep_models=s.keep_models)
 
 
 def open_study(plan: SearchPlan, *, seed_offset: int = 0, create: bool = False) -> optuna.Study:

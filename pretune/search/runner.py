@@ -176,7 +176,8 @@ def _make_callback(trial: optuna.Trial, plan: SearchPlan, deadline: Optional[flo
         if not plan.multi and metric in metrics:
             # Report against samples seen, the one resource comparable across batch sizes and epochs.
             trial.report(float(metrics[metric]), max(samples, step))
-            prune = trial.should_prune() and not last
+            settled = float(metrics.get("epoch", 0.0)) >= plan.prune_after - 1e-6
+            prune = settled and not last and trial.should_prune()
         prune, stop = distributed.agree(prune, stop)
         if stop:
             raise BudgetStop(BUDGET_STOP)

@@ -46,7 +46,8 @@ def fake_fit(cfg, *, callback=None, overwrite=False, evals: int = 4):
         if os.environ.get("FAKE_HANG_FILE") and i == 2 and Path(cfg.output).name == os.environ["FAKE_HANG_TRIAL"]:
             _hang(cfg)
         if callback:
-            callback(i * 2, {"step": i * 2, "samples": i * per_eval, "accuracy": score(cfg.train.lr, i / evals)})
+            callback(i * 2, {"step": i * 2, "epoch": cfg.train.epochs * i / evals, "samples": i * per_eval,
+                             "accuracy": score(cfg.train.lr, i / evals)})
     model_dir = Path(cfg.output) / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / "params.json").write_text(json.dumps({"lr": cfg.train.lr}))

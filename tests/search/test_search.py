@@ -125,7 +125,8 @@ def test_wall_time_budget_stops_and_the_cut_trial_is_not_counted(tmp_path, monke
         return fake_fit(config, callback=tick, overwrite=overwrite)
 
     monkeypatch.setattr("pretune.search.time.time", lambda: clock["t"])
-    result = search(cfg(tmp_path, n_trials=50, timeout=30), train_fn=slow_fit)
+    # Trial 0 evaluates at 4, 8, 12, 16 s; trial 1 at 20, 24 and 28 s, past the deadline and not its last.
+    result = search(cfg(tmp_path, n_trials=50, timeout=26), train_fn=slow_fit)
     cut = [r for r in result.trials if r["fail_reason"] == "stopped by the search budget"]
     assert len(cut) == 1 and result.counts["done"] == len(result.trials) - 1 == 1
     assert result.stopped_by == "wall time"
@@ -207,7 +208,7 @@ def test_the_last_evaluation_is_neither_pruned_nor_cut_by_the_deadline(last):
     from pretune.search.runner import BudgetStop, _make_callback
 
     cfg = config_from_dict({"train": {"epochs": 2}})
-    plan = SimpleNamespace(objectives=[("accuracy", "maximize")], multi=False)
+    plan = SimpleNamespace(objectives=[("accuracy", "maximize")], multi=False, prune_after=0.0)
     record = {"step": 20, "epoch": 2.0 if last else 1.0, "samples": 320, "accuracy": 0.7}
     pruned = optuna.create_study(direction="maximize", pruner=_AlwaysPrune()).ask()
     late = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner()).ask()
@@ -220,3 +221,13 @@ def test_the_last_evaluation_is_neither_pruned_nor_cut_by_the_deadline(last):
         with pytest.raises(BudgetStop):
             _make_callback(late, plan, 0.0, cfg)(20, record)
     assert pruned.study.trials[0].intermediate_values == {320: 0.7}  # reported either way
+
+
+def test_no_trial_is_pruned_before_prune_after_epochs(tmp_path):
+    """Early evaluations are noise (a model that still predicts one class); the grace period holds pruning off."""
+    c = cfg(tmp_path, n_trials=8, pruner="median", sampler="random")
+    c["train"] = {"epochs": 2}  # fake_fit reports at epochs 0.5, 1, 1.5, 2
+    c["search"]["prune_after"] = 1.5
+    result = search(c, train_fn=fake_fit)
+    pruned = [r for r in result.trials if r["state"] == "pruned"]
+    assert pruned and all(r["train_samples"] == 3 * 64 for r in pruned)  # 64 rows an evaluation; the third is at 1.5
