@@ -122,8 +122,6 @@ def fit(cfg: RunConfig | dict | str | Path | None = None, *, callback: Callback 
     trainable, total = count_parameters(model)
     if writer:
         _describe(cfg, data, trainable, total)
-
-    if writer:
         run_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(run_dir / "config.yaml") as tmp:
             tmp.write_text(cfg.to_yaml())

@@ -8,16 +8,11 @@ same evaluation. Uses the gloo backend when no process group exists yet.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
+from ..train.parallel import rank, world_size
 
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
+__all__ = ["agree", "finish", "next_trial", "rank", "release_followers", "share_trial", "world_size"]
 
 
 _OWNED = []  # the process group we created, to destroy on the way out

@@ -21,8 +21,7 @@ from torch import nn
 
 def world() -> tuple[int, int]:
     """(rank, world size), starting the process group (NCCL on CUDA, else gloo) the first time it is needed."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
+    if world_size() <= 1:
         return 0, 1
     import torch.distributed as dist
 
@@ -50,17 +49,14 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def rank() -> int:
+    """This process's rank (``RANK``), without touching the process group."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def is_writer() -> bool:
     """Whether this process writes the run folder (rank 0, or the only process)."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def barrier() -> None:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        import torch.distributed as dist
-
-        world()
-        dist.barrier()
+    return rank() == 0
 
 
 def broadcast_parameters(model: nn.Module) -> None:
