@@ -77,6 +77,9 @@ class TrainConfig:
     max_grad_norm: Optional[float] = 1.0
     bf16: bool = False  # bf16 autocast for forward/backward
     gradient_checkpointing: bool = False
+    # BERT-family classifiers: the last layer computes only position 0, the one the head reads (the same
+    # result with about 14% fewer FLOPs for 6 layers; see pretune.models.fastpath)
+    first_token_only: bool = True
     eval_every: Optional[int] = None  # optimizer steps between evaluations; None: once per epoch
     checkpoint_every: Optional[int] = None  # optimizer steps; None: at every evaluation
     keep_checkpoints: int = 2

@@ -26,6 +26,7 @@ from .models import (
     resolve_model_path,
     unwrap_for_saving,
 )
+from .models.fastpath import first_token_only
 from .train import Callback, evaluate, parallel, train
 from .utils import atomic_path, seed_everything, set_threads, write_json
 
@@ -127,13 +128,15 @@ def fit(cfg: RunConfig | dict | str | Path | None = None, *, callback: Callback 
             tmp.write_text(cfg.to_yaml())
     started = time.time()
     try:
-        result = train(model, data.train, data.eval, data.spec, cfg.train, pad_id=tokenizer.pad_token_id,
-                       run_dir=run_dir, callback=callback, resume=resume)
+        with first_token_only(model, cfg.train.first_token_only):
+            result = train(model, data.train, data.eval, data.spec, cfg.train, pad_id=tokenizer.pad_token_id,
+                           run_dir=run_dir, callback=callback, resume=resume)
     finally:
         parallel.release()  # no-op in one process
     final = unwrap_for_saving(model, merge=cfg.lora.merge)
-    metrics = evaluate(final, data.eval, data.spec, cfg.train.eval_batch_size, tokenizer.pad_token_id,
-                       cfg.train.bf16)
+    with first_token_only(final, cfg.train.first_token_only):
+        metrics = evaluate(final, data.eval, data.spec, cfg.train.eval_batch_size, tokenizer.pad_token_id,
+                           cfg.train.bf16)
     model_dir = run_dir / "model"
     if not writer:
         return FitResult(run_dir, model_dir, metrics, result.history, result.best_step, result.step,
