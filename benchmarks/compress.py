@@ -5,7 +5,9 @@
 
 One invocation benches the source model and every variant with the same harness, in a fresh
 process each, at the same thread count, and prints ratios to PyTorch fp32 (the machines are
-shared and noisy, so only side-by-side ratios compare). Targets (issue 4):
+shared and noisy, so only side-by-side ratios compare). Batch-1 latency is then timed again in
+``--latency-rounds`` alternating rounds over the source and every variant, and each p50 is the
+median of its rounds. Targets (issue 4):
   PyTorch dynamic int8 >= 1.8x lower batch-1 latency at <= 1.0 point dev accuracy loss;
   ONNX Runtime int8 >= 3x lower latency than PyTorch fp32 at <= 1.0 point loss;
   3-layer distilled student >= 1.8x faster at <= 2 points loss.
@@ -38,7 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train-samples", type=int, default=8000, help="rows for the fine-tune when --model is unset")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--methods", default=None, help="comma-separated (default: all)")
-    p.add_argument("--runs", type=int, default=300, help="timed batch-1 calls per variant")
+    p.add_argument("--runs", type=int, default=300, help="timed batch-1 calls per variant and round")
+    p.add_argument("--latency-rounds", type=int, default=3,
+                   help="rounds of batch-1 timing over the source and every variant, side by side")
     p.add_argument("--distill-steps", type=int, default=600)
     p.add_argument("--recovery-steps", type=int, default=150)
     p.add_argument("--hidden-weight", type=float, default=0.0)
@@ -96,7 +100,7 @@ def main(argv=None) -> int:
     started = time.time()
     if args.rebench:
         from pretune.compress import rebench
-        results = rebench(args.output, threads=args.threads, runs=args.runs,
+        results = rebench(args.output, threads=args.threads, runs=args.runs, latency_rounds=args.latency_rounds,
                           columns={"text": "sentence", "text_pair": None, "label": "label"})
         return report(args, argv, results, results["source"], started)
     model = Path(args.model) if args.model else finetune(args)
@@ -105,7 +109,7 @@ def main(argv=None) -> int:
         distill_steps=args.distill_steps, recovery_steps=args.recovery_steps, hidden_weight=args.hidden_weight,
         lr=args.lr,
         keep_fp32=args.keep_fp32.split(",") if args.keep_fp32 else None, per_channel=not args.no_per_channel,
-        reduce_range=args.reduce_range, isolate=True)
+        reduce_range=args.reduce_range, isolate=True, latency_rounds=args.latency_rounds)
     results = compress(model, f"{args.data}/dev.tsv", train=f"{args.data}/train.tsv", text="sentence",
                        label="label", output=args.output, cfg=cfg)
     return report(args, argv, results, model, started)
@@ -120,6 +124,8 @@ def report(args, argv, results: dict, model, started: float) -> int:
     cmd = "python benchmarks/compress.py " + " ".join(sys.argv[1:] if argv is None else argv)
     loads = [results["source_bench"]["environment"].get("loadavg_1m")] + \
         [v["bench"]["environment"].get("loadavg_1m") for v in results["variants"] if "bench" in v]
+    for b in [results["source_bench"]] + [v["bench"] for v in results["variants"] if "bench" in v]:
+        loads += b["latency_ms"].get("round_loadavg_1m", [])  # the latency rounds' own processes
     loads = [x for x in loads if x is not None]
     load = f"; 1-min load average {min(loads):.1f}-{max(loads):.1f} during the benches" if loads else ""
     summary = (f"command: `{cmd.strip()}`\n\nsource: {model}; {args.threads} threads; "

@@ -143,7 +143,10 @@ class CompressConfig:
     lr: float = 5e-5
     batch_size: int = 32
     seed: int = 42
-    bench_runs: int = 200  # timed batch-1 calls per variant
+    bench_runs: int = 200  # timed batch-1 calls per variant (per round, see latency_rounds)
+    # After every variant is built, batch-1 latency of the source and the variants is timed again in this many
+    # alternating rounds, and each p50 is the median over them (0: keep the single timing of each bench)
+    latency_rounds: int = 3
     isolate: bool = True  # bench each variant in a fresh process (honest peak memory)
 
 

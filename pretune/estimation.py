@@ -99,6 +99,7 @@ def probe(cfg: RunConfig, steps: int = 8, eval_rows: int = 256) -> Estimate:
 
     from .data import epoch_batches
     from .finetune import prepare
+    from .models.fastpath import first_token_only
     from .train import evaluate
     from .train.loop import default_loss, plan_steps
     from .train.optim import build_optimizer
@@ -114,19 +115,20 @@ def probe(cfg: RunConfig, steps: int = 8, eval_rows: int = 256) -> Estimate:
     setup_s = time.perf_counter() - t0
     tc, pad_id = cfg.train, tokenizer.pad_token_id or 0
     optimizer, loss_fn = build_optimizer(model, tc), default_loss(data.spec)
-    model.train()
-    batches = epoch_batches(data.train.lengths, tc.batch_size, tc.seed, 0, tc.group_by_length)
-    longest = max(batches, key=lambda b: int(data.train.lengths[b].max()) * len(b))
-    _timed_step(model, optimizer, data.train, [longest] * tc.grad_accum, pad_id, tc, loss_fn)  # warm-up, peak
-    groups = [batches[i * tc.grad_accum:(i + 1) * tc.grad_accum] for i in range(len(batches) // tc.grad_accum)]
-    # Spread the probe over the epoch so it sees short and long batches as training will.
-    picks = np.linspace(0, len(groups) - 1, num=min(steps, len(groups))).round().astype(int)
-    times = np.array([_timed_step(model, optimizer, data.train, groups[i], pad_id, tc, loss_fn) for i in picks])
+    with first_token_only(model, tc.first_token_only):  # time what fit will run
+        model.train()
+        batches = epoch_batches(data.train.lengths, tc.batch_size, tc.seed, 0, tc.group_by_length)
+        longest = max(batches, key=lambda b: int(data.train.lengths[b].max()) * len(b))
+        _timed_step(model, optimizer, data.train, [longest] * tc.grad_accum, pad_id, tc, loss_fn)  # warm-up, peak
+        groups = [batches[i * tc.grad_accum:(i + 1) * tc.grad_accum] for i in range(len(batches) // tc.grad_accum)]
+        # Spread the probe over the epoch so it sees short and long batches as training will.
+        picks = np.linspace(0, len(groups) - 1, num=min(steps, len(groups))).round().astype(int)
+        times = np.array([_timed_step(model, optimizer, data.train, groups[i], pad_id, tc, loss_fn) for i in picks])
 
-    sub = data.eval.select(list(range(min(eval_rows, len(data.eval)))))
-    t0 = time.perf_counter()
-    evaluate(model, sub, data.spec, tc.eval_batch_size, pad_id, tc.bf16)
-    eval_s = (time.perf_counter() - t0) * len(data.eval) / max(len(sub), 1)
+        sub = data.eval.select(list(range(min(eval_rows, len(data.eval)))))
+        t0 = time.perf_counter()
+        evaluate(model, sub, data.spec, tc.eval_batch_size, pad_id, tc.bf16)
+        eval_s = (time.perf_counter() - t0) * len(data.eval) / max(len(sub), 1)
     save_s = _save_seconds(model, optimizer)
 
     per_epoch, total = plan_steps(len(data.train), tc)

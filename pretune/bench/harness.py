@@ -41,6 +41,7 @@ class BenchConfig:
     max_eval_samples: Optional[int] = None
     seed: int = 0
     isolate: bool = False  # measure in a fresh subprocess (honest peak memory)
+    latency_only: bool = False  # batch-1 latency alone: no eval pass, throughput or memory
 
 
 def _rss_mb(field: str) -> Optional[float]:
@@ -128,6 +129,9 @@ def measure(model_dir: str | os.PathLike, data: str, *, text: str = "text", text
     enc, spec = load_eval(data, tokenizer, config, text, text_pair, label, cfg.max_length,
                           cfg.max_eval_samples, cfg.seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    if cfg.latency_only:
+        return {"model": str(model_dir), "backend": runner.backend, "threads": cfg.threads,
+                "latency_ms": _latency(runner, enc, pad_id, cfg), "environment": _environment()}
     logits, seconds = _eval_pass(runner, enc, pad_id, cfg.batch_size)
     metrics = compute_metrics(spec.task, logits, enc.labels, spec.num_labels)
     latency = _latency(runner, enc, pad_id, cfg)
@@ -199,6 +203,47 @@ def bench(model_dir: str | os.PathLike, data: str, *, text: str = "text", text_p
         from ..utils import write_json
         write_json(Path(output) / RESULT_FILE, result)
     return result
+
+
+def latency_rounds(folders: dict[str, str | os.PathLike], data: str, *, rounds: int = 3, text: str = "text",
+                   text_pair: Optional[str] = None, label: str = "label",
+                   cfg: Optional[BenchConfig] = None) -> dict[str, dict]:
+    """Batch-1 latency of several folders, measured in alternating rounds; name -> latency dict.
+
+    On a shared machine the load changes between one measurement and the next minute's, so two
+    folders timed minutes apart do not compare. Here every round times each folder once (the order
+    rotates from round to round), and each folder's p50 and p95 are the medians over the rounds: a
+    burst of load hits one round of every folder, not every round of one. With ``cfg.isolate`` each
+    timing runs in a fresh process.
+
+    Args:
+        folders: name -> model or variant folder (the source among them, so its ratios are like for like).
+        rounds: timings per folder (>= 1).
+        cfg: threads, timed calls per round (``runs``), warm-up, rows, isolation.
+    """
+    from dataclasses import replace
+
+    if rounds < 1:
+        raise PretuneError(f"latency rounds must be at least 1, got {rounds}")
+    cfg = replace(cfg or BenchConfig(), latency_only=True)
+    names = list(folders)
+    per_round: dict[str, list[dict]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            result = bench(folders[name], data, text=text, text_pair=text_pair, label=label, cfg=cfg)
+            load = result.get("environment", {}).get("loadavg_1m")
+            per_round[name].append({**result["latency_ms"], "loadavg_1m": load})
+    out = {}
+    for name, timings in per_round.items():
+        out[name] = {**timings[0],
+                     "p50": float(np.median([t["p50"] for t in timings])),
+                     "p95": float(np.median([t["p95"] for t in timings])),
+                     "mean": float(np.mean([t["mean"] for t in timings])),
+                     "runs": sum(t["runs"] for t in timings),
+                     "rounds": len(timings), "round_p50s": [t["p50"] for t in timings],
+                     "round_loadavg_1m": [t["loadavg_1m"] for t in timings]}
+        out[name].pop("loadavg_1m", None)
+    return out
 
 
 def _measure_in_subprocess(folder: Path, data: str, text, text_pair, label, cfg: BenchConfig) -> dict:

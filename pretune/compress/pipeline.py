@@ -3,6 +3,7 @@
     check inputs (config, model folder, data) before writing anything
     bench the source model (the baseline every variant is compared with)
     for each method: build its folder atomically, bench it; a failure is recorded, the rest go on
+    time batch-1 latency again in alternating rounds (source and variants side by side)
     gate each variant against the source; Pareto front over accuracy, latency and size
     write results.json
 """
@@ -16,7 +17,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Optional
 
-from ..bench import BenchConfig, bench
+from ..bench import RESULT_FILE, BenchConfig, bench
+from ..bench.harness import latency_rounds
 from ..config import CompressConfig, DataConfig
 from ..data import load_labelled
 from ..errors import ConfigError, PretuneError
@@ -54,6 +56,7 @@ def check_config(cfg: CompressConfig) -> None:
                 "max_length", "distill_steps"):
         within(key, 1, float("inf"))
     within("recovery_steps", 0, float("inf"))
+    within("latency_rounds", 0, float("inf"))
     if errors:
         raise ConfigError("invalid compress config: " + "; ".join(errors))
 
@@ -136,8 +139,13 @@ def compress(model_dir: str | os.PathLike, data: str, *, train: Optional[str] = 
                              "reason": "the time budget ran out before it started"})
             continue
         variants.append(_run_method(name, ctx, out, data, text, text_pair, label, bool(train)))
+    cols = {"text": text, "text_pair": text_pair, "label": label}
+    if deadline is not None and time.time() >= deadline and cfg.latency_rounds:
+        log.warning("latency rounds skipped: the time budget ran out; each latency is a single timing")
+    else:
+        _retime_latency(source, variants, data, cols, cfg, out)
     results = {"source": str(folder), "data": str(data), "train": train,
-               "columns": {"text": text, "text_pair": text_pair, "label": label}, "metric": source["eval"]["metric"],
+               "columns": cols, "metric": source["eval"]["metric"],
                "tolerance_points": cfg.tolerance, "config": asdict(cfg), "source_bench": source,
                "variants": variants}
     return _decide_and_write(results, out)
@@ -156,7 +164,7 @@ def _decide_and_write(results: dict, out: Path) -> dict:
 
 
 def rebench(output: str | os.PathLike, *, threads: Optional[int] = None, runs: Optional[int] = None,
-            columns: Optional[dict] = None) -> dict:
+            columns: Optional[dict] = None, latency_rounds: Optional[int] = None) -> dict:
     """Measure the source and every built variant of a compress run again, then re-gate.
 
     Latency on a shared machine depends on what else runs; this repeats the measurements (same
@@ -164,7 +172,7 @@ def rebench(output: str | os.PathLike, *, threads: Optional[int] = None, runs: O
 
     Args:
         output: a ``compress`` output folder holding ``results.json``.
-        threads, runs: override the saved thread count and number of timed calls.
+        threads, runs, latency_rounds: override the saved thread count, timed calls and latency rounds.
         columns: ``{"text", "text_pair", "label"}`` when ``results.json`` does not record them.
 
     Returns:
@@ -173,7 +181,8 @@ def rebench(output: str | os.PathLike, *, threads: Optional[int] = None, runs: O
     out = Path(output).resolve()
     results = load_results(out)
     saved = CompressConfig(**results["config"])
-    cfg = replace(saved, threads=threads or saved.threads, bench_runs=runs or saved.bench_runs)
+    cfg = replace(saved, threads=threads or saved.threads, bench_runs=runs or saved.bench_runs,
+                  latency_rounds=saved.latency_rounds if latency_rounds is None else latency_rounds)
     cols = columns or results.get("columns") or {"text": "text", "text_pair": None, "label": "label"}
     results["columns"] = cols
     results["source_bench"] = bench(results["source"], results["data"], **cols, cfg=_bench_cfg(cfg))
@@ -185,9 +194,32 @@ def rebench(output: str | os.PathLike, *, threads: Optional[int] = None, runs: O
                                    cfg=_bench_cfg(cfg))
             entry["status"] = "measured"
             _log_bench(entry["name"], entry["bench"])
+    _retime_latency(results["source_bench"], results["variants"], results["data"], cols, cfg, out)
     results["config"] = asdict(cfg)
     results["rebenched"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return _decide_and_write(results, out)
+
+
+def _retime_latency(source: dict, variants: list[dict], data: str, cols: dict, cfg: CompressConfig,
+                    out: Path) -> None:
+    """Replace every batch-1 latency by the median of ``cfg.latency_rounds`` alternating rounds (in place).
+
+    Each variant was first timed right after it was built, minutes apart from the source and from each
+    other; on a shared machine those timings do not compare. The rounds time them side by side.
+    """
+    measured = [v for v in variants if "bench" in v]
+    if not cfg.latency_rounds or not measured:
+        return
+    folders = {"source": source["model"], **{v["name"]: v["folder"] for v in measured}}
+    log.info("batch-1 latency: %d rounds over the source and %d variants", cfg.latency_rounds, len(measured))
+    timed = latency_rounds(folders, data, rounds=cfg.latency_rounds, **cols, cfg=_bench_cfg(cfg))
+    source["latency_ms"] = timed["source"]
+    write_json(out / "source.bench.json", source)
+    for v in measured:
+        v["bench"]["latency_ms"] = timed[v["name"]]
+        write_json(Path(v["folder"]) / RESULT_FILE, v["bench"])
+    for name, lat in timed.items():
+        log.info("  %-20s p50 %.2f ms (rounds: %s)", name, lat["p50"], ", ".join(f"{x:.2f}" for x in lat["round_p50s"]))
 
 
 def _run_method(name: str, ctx: Context, out: Path, data: str, text, text_pair, label, has_train: bool) -> dict:

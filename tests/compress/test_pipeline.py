@@ -171,7 +171,8 @@ def test_rebench_measures_again_and_keeps_the_decisions(results):
         assert new["status"] == old["status"]  # accuracy is deterministic: the gate decides the same
         if "bench" in old:
             assert new["bench"]["eval"]["metrics"] == old["bench"]["eval"]["metrics"]
-            assert new["bench"]["latency_ms"]["runs"] == 3
+            assert new["bench"]["latency_ms"]["runs"] == 3 * 2  # 3 timed calls in each of 2 rounds
+            assert new["bench"]["latency_ms"]["rounds"] == 2
     assert json.loads((out / "results.json").read_text())["rebenched"] == again["rebenched"]
 
 
@@ -186,3 +187,38 @@ def test_gate_accepts_a_loss_exactly_at_the_tolerance():
     gate(at, bench_of(0.85), tolerance=1.0)  # 0.85 - 0.84 is 1.0000000000000009 points in floats
     gate(over, bench_of(0.85), tolerance=1.0)
     assert at["status"] == "accepted" and over["status"] == "rejected"
+
+
+def test_latencies_are_retimed_side_by_side_in_rounds(results):
+    r, out = results
+    timed = [r["source_bench"]] + [v["bench"] for v in r["variants"] if "bench" in v]
+    for b in timed:
+        lat = b["latency_ms"]
+        assert lat["rounds"] == 2 and len(lat["round_p50s"]) == 2
+        assert lat["p50"] == pytest.approx(sum(lat["round_p50s"]) / 2)  # the median of two
+    saved = json.loads((out / "results.json").read_text())  # the files agree (rebench may have re-written them)
+    on_disk = json.loads((out / "int8-dynamic-ort" / "bench.json").read_text())
+    assert on_disk["latency_ms"] == by_name(saved)["int8-dynamic-ort"]["bench"]["latency_ms"]
+    assert json.loads((out / "source.bench.json").read_text())["latency_ms"] == saved["source_bench"]["latency_ms"]
+
+
+def test_latency_rounds_rotate_the_order_and_take_medians(monkeypatch):
+    from pretune.bench import harness
+
+    calls = []
+    fake_p50 = {"a": [10.0, 30.0, 11.0], "b": [5.0, 6.0, 50.0], "c": [1.0, 2.0, 3.0]}
+
+    def fake_bench(folder, data, **kwargs):
+        assert kwargs["cfg"].latency_only
+        calls.append(folder)
+        p50 = fake_p50[folder][sum(1 for f in calls if f == folder) - 1]
+        return {"latency_ms": {"p50": p50, "p95": 2 * p50, "mean": p50, "runs": 4}}
+
+    monkeypatch.setattr(harness, "bench", fake_bench)
+    out = harness.latency_rounds({"a": "a", "b": "b", "c": "c"}, "data.csv", rounds=3,
+                                 cfg=harness.BenchConfig(runs=4))
+    assert calls == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # each round starts one later
+    assert out["a"]["p50"] == 11.0 and out["b"]["p50"] == 6.0 and out["c"]["p95"] == 4.0
+    assert out["b"]["round_p50s"] == [5.0, 6.0, 50.0] and out["a"]["runs"] == 12
+    with pytest.raises(harness.PretuneError, match="at least 1"):
+        harness.latency_rounds({"a": "a"}, "data.csv", rounds=0)

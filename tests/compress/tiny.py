@@ -106,7 +106,8 @@ def fast_config(**overrides):
     from pretune.config import CompressConfig
 
     base = dict(isolate=False, threads=1, bench_runs=5, max_length=32, lr=1e-3, batch_size=16, recovery_steps=10,
-                distill_steps=30, importance_batches=4, calibration_samples=32, head_fraction=0.5)
+                distill_steps=30, importance_batches=4, calibration_samples=32, head_fraction=0.5,
+                latency_rounds=2)
     base.update(overrides)
     return CompressConfig(**base)
 
