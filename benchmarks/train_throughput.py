@@ -10,6 +10,9 @@ Model FLOPs utilisation = 6 x non-embedding parameters x real tokens / time,
 against the fp32 matmul rate measured in this same invocation (also for bf16
 runs, so their MFU reads as "fraction of what fp32 could do").
 
+``--ablate-first-token`` adds pretune arms with ``train.first_token_only=false`` (the last layer
+computes every position), to show what that fast path contributes.
+
 ``--precisions fp32,bf16`` adds bf16-autocast arms of both (pretune's
 ``train.bf16``, the Trainer's ``bf16=True``); each precision is compared like
 for like, and pretune bf16 against the Trainer fp32 as well.
@@ -77,7 +80,8 @@ def worker_pretune(args) -> dict:
                  "text": "sentence", "max_train_samples": args.train_samples},
         "train": {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "warmup": args.warmup,
                   "weight_decay": 0.01, "threads": args.threads, "seed": args.seed, "progress": False,
-                  "restore_best": False, "bf16": args.precision == "bf16"},
+                  "restore_best": False, "bf16": args.precision == "bf16",
+                  "first_token_only": args.worker != "pretune-allpos"},
         "output": str(out)})
     r = fit(cfg)
     res = json.loads((out / "results.json").read_text())
@@ -154,12 +158,14 @@ def main() -> None:
     p.add_argument("--workdir", default="bench-out/train_throughput")
     p.add_argument("--json", default="bench-out/train_throughput.json")
     p.add_argument("--precisions", default="fp32", help="comma list of fp32, bf16 (bf16 autocast)")
-    p.add_argument("--worker", choices=("pretune", "trainer"), help=argparse.SUPPRESS)
+    p.add_argument("--ablate-first-token", action="store_true",
+                   help="add pretune arms with train.first_token_only=false (every position in the last layer)")
+    p.add_argument("--worker", choices=("pretune", "pretune-allpos", "trainer"), help=argparse.SUPPRESS)
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help=argparse.SUPPRESS)
     args = p.parse_args()
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     if args.worker:
-        result = (worker_pretune if args.worker == "pretune" else worker_trainer)(args)
+        result = (worker_trainer if args.worker == "trainer" else worker_pretune)(args)
         result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(result))
         return
@@ -167,14 +173,15 @@ def main() -> None:
     precisions = [x.strip() for x in args.precisions.split(",") if x.strip()]
     if not precisions or set(precisions) - {"fp32", "bf16"}:
         p.error(f"--precisions: {args.precisions!r}; use fp32, bf16 or fp32,bf16")
-    arms = [(kind, prec) for prec in precisions for kind in ("pretune", "trainer")]
+    kinds = ("pretune", "trainer") + (("pretune-allpos",) if args.ablate_first_token else ())
+    arms = [(kind, prec) for prec in precisions for kind in kinds]
     runs: dict[str, list[dict]] = {f"{k}-{pr}": [] for k, pr in arms}
     rates = [matmul_rate(args.threads)]
     for i in range(args.repeats):
         for kind, prec in arms:
             r = run_worker(kind, prec)
             runs[f"{kind}-{prec}"].append(r)
-            print(f"[{i + 1}/{args.repeats}] {kind + ' ' + prec:13s} {r['samples_per_s']:6.1f} samples/s  "
+            print(f"[{i + 1}/{args.repeats}] {kind + ' ' + prec:19s} {r['samples_per_s']:6.1f} samples/s  "
                   f"acc {r['accuracy']:.4f}  peak {r['peak_rss_mb']:.0f} MB", flush=True)
         rates.append(matmul_rate(args.threads))
     matmul = statistics.median(rates)
@@ -188,14 +195,16 @@ def main() -> None:
                         "mfu": 6 * rs[0]["nonemb_params"] * tok_s / matmul}
     print(f"\nmatmul rate {matmul / 1e9:.1f} GFLOP/s fp32 on {args.threads} threads "
           f"(min {min(rates) / 1e9:.1f}, max {max(rates) / 1e9:.1f})")
-    print(f"{'':14s} {'samples/s':>10s} {'tokens/s':>9s} {'MFU':>6s} {'dev acc':>8s} {'peak MB':>8s}")
+    print(f"{'':20s} {'samples/s':>10s} {'tokens/s':>9s} {'MFU':>6s} {'dev acc':>8s} {'peak MB':>8s}")
     for arm, s in summary.items():
-        print(f"{arm:14s} {s['samples_per_s']:10.1f} {s['tokens_per_s']:9.0f} {s['mfu']:6.1%} "
+        print(f"{arm:20s} {s['samples_per_s']:10.1f} {s['tokens_per_s']:9.0f} {s['mfu']:6.1%} "
               f"{s['accuracy']:8.4f} {s['peak_rss_mb']:8.0f}")
     ratios = {}
     pairs = [(f"pretune-{pr}", f"trainer-{pr}") for pr in precisions]
     if "bf16" in precisions and "fp32" in precisions:
         pairs.append(("pretune-bf16", "trainer-fp32"))
+    if args.ablate_first_token:
+        pairs += [(f"pretune-{pr}", f"pretune-allpos-{pr}") for pr in precisions]
     for a, b in pairs:
         ratios[f"{a} / {b}"] = r = summary[a]["samples_per_s"] / summary[b]["samples_per_s"]
         print(f"{a} / {b} samples/s: {r:.2f}x; accuracy difference "
