@@ -129,6 +129,7 @@ def _all_methods() -> list[str]:
 def _methods_for(cfg: RunConfig, est, compress_s: float) -> list[str]:
     """Training-free methods always; the trained ones when their steps fit in the compress share."""
     per_variant = 2 * est.eval_s + 10.0  # bench: eval pass, batch-1 timing, a fresh process
+    per_variant += 8.0 * cfg.compress.latency_rounds  # each latency round: a fresh process timing batch-1 calls
     step_s = est.step_s * cfg.compress.batch_size / cfg.train.batch_size
     # distillation runs teacher and student: about 1.5 steps of work per step
     trained = (2 * cfg.compress.recovery_steps + 1.5 * cfg.compress.distill_steps) * step_s

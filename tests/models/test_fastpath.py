@@ -8,13 +8,14 @@ import torch
 from pretune.models.fastpath import first_token_only, supports_first_token_only
 
 
-def _classifier(kind: str, attn: str, labels: int = 3):
+def _classifier(kind: str, attn: str, labels: int = 3, **extra):
     from transformers import (BertConfig, BertForSequenceClassification, RobertaConfig,
                               RobertaForSequenceClassification)
 
     torch.manual_seed(0)
     common = dict(vocab_size=50, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
                   max_position_embeddings=40, num_labels=labels, attn_implementation=attn)
+    common.update(extra)
     if kind == "bert":
         return BertForSequenceClassification(BertConfig(**common))
     return RobertaForSequenceClassification(RobertaConfig(pad_token_id=1, **common))
@@ -100,3 +101,26 @@ def test_unsupported_models_are_left_alone():
     assert not supports_first_token_only(wants_hidden)
     with first_token_only(_classifier("bert", "sdpa"), enabled=False) as active:
         assert not active
+
+
+@pytest.mark.parametrize("attention_dropout, hidden_dropout", [(0.5, 0.0), (0.0, 0.3)])
+def test_training_mode_draws_from_the_same_distribution(attention_dropout, hidden_dropout):
+    """With dropout on, the fast path draws different random numbers but from the same distribution.
+
+    One layer, so every random draw happens in the patched layer, and one kind of dropout at a time,
+    so leaving either out (or applying it twice) changes the spread of the logits.
+    """
+    model = _classifier("bert", "sdpa", num_hidden_layers=1, attention_probs_dropout_prob=attention_dropout,
+                        hidden_dropout_prob=hidden_dropout).train()
+    batch = {k: v for k, v in _batch().items() if k != "labels"}
+
+    def draws(fast: bool, n: int = 400) -> torch.Tensor:
+        torch.manual_seed(0)
+        with torch.no_grad(), first_token_only(model, fast):
+            return torch.stack([model(**batch).logits for _ in range(n)])
+
+    plain, fast = draws(False), draws(True)
+    se = plain.std(0) / plain.shape[0] ** 0.5
+    assert (plain.std(0) > 0).all() and not torch.equal(plain, fast)  # random, with different draws...
+    assert ((plain.mean(0) - fast.mean(0)).abs() < 4 * se * 2 ** 0.5).all()  # ...the same mean
+    torch.testing.assert_close(fast.std(0), plain.std(0), rtol=0.15, atol=0.0)  # ...and the same spread
