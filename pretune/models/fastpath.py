@@ -14,15 +14,12 @@ nothing when the model is not one it knows to be safe.
 
 from __future__ import annotations
 
-import logging
 import sys
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
 import torch
 from torch import nn
-
-log = logging.getLogger(__name__)
 
 # Sequence classifiers whose head reads only position 0 of the last hidden state, and whose layers
 # have BERT's anatomy (attention.self.{query,key,value}, attention.output, feed_forward_chunk).
