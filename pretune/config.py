@@ -75,6 +75,9 @@ class TrainConfig:
     schedule: str = "linear"  # linear | cosine | constant
     layer_lr_decay: float = 1.0  # lr of layer l = lr * decay ** (n_layers - l); 1.0 disables
     max_grad_norm: Optional[float] = 1.0
+    # Evaluate and save an exponential moving average of the weights, decay warmed up as min(d, (1+t)/(10+t))
+    # (e.g. 0.999; 0 disables; see pretune.train.average)
+    ema_decay: float = 0.0
     bf16: bool = False  # bf16 autocast for forward/backward
     gradient_checkpointing: bool = False
     # BERT-family classifiers: the last layer computes only position 0, the one the head reads (the same
@@ -270,6 +273,8 @@ def _check_values(cfg: RunConfig, errors: list[str]) -> None:
         errors.append(f"data.val_fraction: must be between 0 and 1, got {cfg.data.val_fraction!r}")
     if isinstance(cfg.lora.dropout, float) and not 0 <= cfg.lora.dropout < 1:
         errors.append(f"lora.dropout: must be in [0, 1), got {cfg.lora.dropout!r}")
+    if isinstance(cfg.train.ema_decay, float) and not 0 <= cfg.train.ema_decay < 1:
+        errors.append(f"train.ema_decay: must be in [0, 1) (0 disables), got {cfg.train.ema_decay!r}")
     if isinstance(cfg.train.layer_lr_decay, float) and not 0 < cfg.train.layer_lr_decay <= 1:
         errors.append(f"train.layer_lr_decay: must be in (0, 1], got {cfg.train.layer_lr_decay!r}")
 

@@ -34,6 +34,8 @@ def test_wrong_type_and_bad_value_are_named():
         config_from_dict({"method": {"name": "qlora"}})
     with pytest.raises(ConfigError, match=r"train.lr: must be > 0"):
         config_from_dict({"train": {"lr": -1}})
+    with pytest.raises(ConfigError, match=r"train.ema_decay: must be in \[0, 1\) \(0 disables\), got 1.0"):
+        config_from_dict({"train": {"ema_decay": 1}})
 
 
 def test_all_problems_reported_together():

@@ -19,7 +19,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..errors import PretuneError
 from ..utils import atomic_path
+from .average import WeightAverage
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -50,12 +52,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(ckpt_dir: Path, step: int, model: nn.Module, optimizer, scheduler,
-                    position: dict[str, Any], keep: int) -> Path:
+                    position: dict[str, Any], keep: int, average: WeightAverage | None = None) -> Path:
     """Write ``ckpt_dir/step-NNNNNNNN`` atomically, then delete all but the newest ``keep``."""
     final = ckpt_dir / f"step-{step:08d}"
     with atomic_path(final) as tmp:
         tmp.mkdir()
         save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        if average is not None:
+            save_file(average.state_dict(), str(tmp / "average.safetensors"))
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng": rng_state()}, tmp / "state.pt")
         (tmp / "position.json").write_text(json.dumps(position, indent=2))
@@ -72,9 +76,15 @@ def list_checkpoints(ckpt_dir: Path) -> list[Path]:
     return sorted(done, key=lambda p: int(p.name.split("-")[1]))
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> dict[str, Any]:
-    """Restore weights, optimizer, scheduler and RNG; return the saved position."""
+def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler,
+                    average: WeightAverage | None = None) -> dict[str, Any]:
+    """Restore weights, optimizer, scheduler, RNG and the weight average; return the saved position."""
     load_trainable(model, load_file(str(path / "trainable.safetensors")))
+    if average is not None:
+        if not (path / "average.safetensors").is_file():
+            raise PretuneError(f"{path} holds no weight average: resume with the train.ema_decay the run "
+                               "started with (0), or start afresh without --resume")
+        average.load_state_dict(load_file(str(path / "average.safetensors")))
     # weights_only: a checkpoint holds tensors and plain values, never code.
     state = torch.load(path / "state.pt", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])

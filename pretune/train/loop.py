@@ -4,6 +4,7 @@
         for each micro-batch in the accumulation group:   # same update as one big batch
             forward (bf16 autocast optional), loss * rows / rows_in_step, backward
         clip, AdamW step, schedule step
+        with train.ema_decay: fold the weights into their moving average, which is what gets evaluated and saved
         every eval_every steps: evaluate, callback (search prunes here), early stopping, best weights
         every checkpoint_every steps: atomic checkpoint (weights, optimizer, scheduler, RNG, position)
 
@@ -20,6 +21,7 @@ import json
 import math
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -33,6 +35,7 @@ from ..data import Encoded, TaskSpec, collate, epoch_batches
 from ..errors import PretuneError
 from ..metrics import default_metric, higher_is_better
 from ..utils import append_jsonl, atomic_path, read_jsonl, seed_everything, set_threads
+from .average import WeightAverage
 from .checkpoint import list_checkpoints, load_checkpoint, load_trainable, save_checkpoint, trainable_state
 from .evaluate import autocast, evaluate, model_inputs, task_loss
 from .optim import build_optimizer, build_scheduler
@@ -102,7 +105,8 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
         resume: continue from the newest checkpoint in ``run_dir`` if there is one.
 
     Returns:
-        TrainResult; the model ends with the best evaluation's weights when ``cfg.restore_best``.
+        TrainResult; the model ends with the best evaluation's weights when ``cfg.restore_best``, and
+        with the weight average rather than the raw weights when ``cfg.ema_decay``.
 
     Raises:
         TrainingDiverged: the loss became NaN or infinite.
@@ -123,6 +127,7 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
     ckpt_every = cfg.checkpoint_every or eval_every
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, total)
+    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
 
     run_dir = Path(run_dir) if run_dir else None
     if run_dir and writer:
@@ -131,7 +136,8 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
     metrics_path = run_dir / "metrics.jsonl" if run_dir and writer else None
     st = TrainState()
     if resume and ckpt_dir and list_checkpoints(ckpt_dir):
-        st = TrainState(**load_checkpoint(list_checkpoints(ckpt_dir)[-1], model, optimizer, scheduler))
+        st = TrainState(**load_checkpoint(list_checkpoints(ckpt_dir)[-1], model, optimizer, scheduler,
+                                                average))
         _truncate_log(metrics_path, st.step)  # lines logged after the checkpoint are replayed
     elif metrics_path and metrics_path.exists():
         metrics_path.unlink()
@@ -174,6 +180,8 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
         optimizer.step()
         scheduler.step()
         st.step += 1
+        if average is not None:
+            average.update(st.step)
         st.samples += rows_in_step
         st.train_seconds += time.perf_counter() - t0
         window["loss"] += step_loss
@@ -182,15 +190,17 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
         if st.step % cfg.log_every == 0 or st.step == total:
             _log_train(st, window, scheduler, epoch, metrics_path, bar, cfg.log_every)
         if st.step % eval_every == 0 or st.step == total:
-            record = {"step": st.step, "epoch": round(st.step / per_epoch, 4), "samples": st.samples,
-                      **evaluate(model, eval_set, spec, cfg.eval_batch_size, pad_id, cfg.bf16)}
+            with average.applied() if average is not None else nullcontext():
+                record = {"step": st.step, "epoch": round(st.step / per_epoch, 4), "samples": st.samples,
+                          **evaluate(model, eval_set, spec, cfg.eval_batch_size, pad_id, cfg.bf16)}
+                improved = _is_better(record.get(metric), st.best_value, metric)
+                if improved:
+                    best_state = trainable_state(model)
             st.history.append(record)
             if metrics_path:
                 append_jsonl(metrics_path, {"type": "eval", **record})
-            improved = _is_better(record.get(metric), st.best_value, metric)
             if improved:
                 st.best_value, st.best_step, st.bad_evals = record[metric], st.step, 0
-                best_state = trainable_state(model)
                 if ckpt_dir and writer:
                     with atomic_path(ckpt_dir / "best.safetensors") as tmp:
                         save_file(best_state, str(tmp))
@@ -203,12 +213,15 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
             if cfg.early_stopping_patience is not None and st.bad_evals > cfg.early_stopping_patience:
                 stopped_early = True
         if ckpt_dir and writer and (st.step % ckpt_every == 0) and st.step < total and not stopped_early:
-            save_checkpoint(ckpt_dir, st.step, model, optimizer, scheduler, asdict(st), cfg.keep_checkpoints)
+            save_checkpoint(ckpt_dir, st.step, model, optimizer, scheduler, asdict(st), cfg.keep_checkpoints,
+                            average)
         bar.update(1)
         if stopped_early:
             break
     bar.close()
 
+    if average is not None:
+        average.copy_to_model()
     if cfg.restore_best and best_state is not None and st.best_step != st.step:
         load_trainable(model, best_state)
     best = next((h for h in st.history if h["step"] == st.best_step), None)

@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 from conftest import make_tiny_bert, tiny_config
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from pretune.config import config_from_dict
 from pretune.finetune import prepare
-from pretune.train import TrainingDiverged, build_optimizer, build_scheduler, param_groups, train
+from pretune.train import TrainingDiverged, build_optimizer, build_scheduler, evaluate, param_groups, train
 from pretune.train.checkpoint import list_checkpoints
 
 
@@ -124,8 +125,9 @@ def test_schedules_warm_up_then_decay(tiny_bert, sentiment_csv, tmp_path, schedu
     assert lrs[-1] == pytest.approx(end, abs=1e-6)
 
 
-def test_in_process_resume_matches_uninterrupted(tiny_bert, sentiment_csv, tmp_path):
-    kw = dict(epochs=3, eval_every=4, checkpoint_every=4, restore_best=False)
+@pytest.mark.parametrize("ema_decay", [0.0, 0.8])
+def test_in_process_resume_matches_uninterrupted(tiny_bert, sentiment_csv, tmp_path, ema_decay):
+    kw = dict(epochs=3, eval_every=4, checkpoint_every=4, restore_best=False, ema_decay=ema_decay)
     cfg, tok, data, model = _setup(tiny_bert, sentiment_csv, tmp_path, **kw)
     train(model, data.train, data.eval, data.spec, cfg.train, pad_id=tok.pad_token_id)
     expected = _weights(model)
@@ -156,3 +158,43 @@ def test_bf16_and_gradient_checkpointing_train(tiny_bert, sentiment_csv, tmp_pat
                                    epochs=4)
     result = train(model, data.train, data.eval, data.spec, cfg.train, pad_id=tok.pad_token_id)
     assert result.best["accuracy"] >= 0.8
+
+
+def _train_recording_steps(model_dir, data_csv, tmp_path, **train_kw):
+    """Train; return (initial trainable weights, those after every optimizer step, result, model, data, pad)."""
+    cfg, tok, data, model = _setup(model_dir, data_csv, tmp_path, **train_kw)
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    initial = {n: p.detach().clone() for n, p in trainable.items()}
+    steps = []
+    handle = register_optimizer_step_post_hook(
+        lambda *_: steps.append({n: p.detach().clone() for n, p in trainable.items()}))
+    try:
+        result = train(model, data.train, data.eval, data.spec, cfg.train, pad_id=tok.pad_token_id)
+    finally:
+        handle.remove()
+    return initial, steps, result, model, data, tok.pad_token_id
+
+
+def test_weight_average_is_what_gets_evaluated_and_saved_and_leaves_training_alone(tiny_bert, sentiment_csv,
+                                                                                    tmp_path):
+    kw = dict(epochs=2, eval_every=3, restore_best=False)
+    _, plain_steps, _, _, _, _ = _train_recording_steps(tiny_bert, sentiment_csv, tmp_path, **kw)
+    initial, steps, result, model, data, pad = _train_recording_steps(tiny_bert, sentiment_csv, tmp_path,
+                                                                      ema_decay=0.95, **kw)
+    # The optimizer sees the same weights at every step (dropout included), evaluations notwithstanding.
+    assert len(steps) == len(plain_steps) == result.step > 10
+    for mine, plain in zip(steps, plain_steps):
+        assert all(torch.equal(mine[n], plain[n]) for n in mine)
+    # The model ends holding the warmed-up moving average of that trajectory ...
+    average = {n: t.clone() for n, t in initial.items()}
+    for t, weights in enumerate(steps, start=1):
+        d = min(0.95, (1 + t) / (10 + t))
+        for n in average:
+            average[n] = d * average[n] + (1 - d) * weights[n]
+    for n, p in model.named_parameters():
+        if n in average:
+            assert torch.allclose(p, average[n], atol=1e-6), n
+    assert not torch.equal(average["classifier.weight"], steps[-1]["classifier.weight"])
+    # ... and the last evaluation measured exactly that model.
+    final = evaluate(model, data.eval, data.spec, 64, pad)
+    assert final["loss"] == pytest.approx(result.history[-1]["loss"], rel=1e-6)

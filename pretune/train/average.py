@@ -1,0 +1,63 @@
+"""An exponential moving average of the trained weights (Polyak averaging).
+
+After every optimizer step ``avg = d * avg + (1 - d) * weights``, with the decay
+warmed up as ``d_t = min(decay, (1 + t) / (10 + t))`` so the average does not
+drag the pretrained weights along at the start. Evaluations, the best-weights
+snapshot and the saved model use the average; the optimizer keeps training the
+raw weights, whose trajectory the average does not change.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+
+class WeightAverage:
+    """The running average of ``model``'s trainable parameters, kept in fp32."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        if not 0 < decay < 1:
+            raise ValueError(f"decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.shadow = [p.detach().float().clone() for p in self.params]
+
+    def decay_at(self, step: int) -> float:
+        return min(self.decay, (1 + step) / (10 + step))
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        """Fold in the weights after optimizer step ``step`` (1-based)."""
+        torch._foreach_lerp_(self.shadow, [p.detach().float() for p in self.params], 1.0 - self.decay_at(step))
+
+    @torch.no_grad()
+    def copy_to_model(self) -> None:
+        for p, s in zip(self.params, self.shadow):
+            p.copy_(s)
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        """The model holds the average inside the block and its own weights again after it."""
+        raw = [p.detach().clone() for p in self.params]
+        self.copy_to_model()
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, r in zip(self.params, raw):
+                    p.copy_(r)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {n: s.contiguous() for n, s in zip(self.names, self.shadow)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if sorted(state) != sorted(self.names):
+            raise ValueError("the saved weight average covers other parameters than this model trains")
+        with torch.no_grad():
+            for n, s in zip(self.names, self.shadow):
+                s.copy_(state[n])
