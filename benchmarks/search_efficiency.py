@@ -65,7 +65,7 @@ def run_pretune(arm: str, args, train: Path, dev: Path, out: Path) -> list[dict]
            "train": {"eval_every": args.eval_every, "threads": args.threads, "seed": args.seed, "progress": False,
                      "bf16": args.bf16},
            "search": {"space": space(args.epochs_max), "budget_samples": args.budget, "n_trials": 1000,
-                      "sampler": sampler, "pruner": pruner, "seed": args.seed},
+                      "sampler": sampler, "pruner": pruner, "seed": args.seed, "prune_after": args.prune_after},
            "output": str(out / arm)}
     result = search(cfg)
     return [{"number": r["number"], "state": r["state"], "accuracy": r.get("accuracy"),
@@ -127,7 +127,11 @@ def run_trainer(args, train: Path, dev: Path, out: Path) -> list[dict]:
             log[-1]["ended"] = time.time()
 
         def on_evaluate(self, targs, state, control, metrics=None, **kw):
-            log[-1]["accuracy"] = metrics.get("eval_accuracy")
+            # The trial's best evaluation, as pretune's trials report theirs (train.restore_best) and as the
+            # Trainer's load_best_model_at_end would restore; its TPE still sees the last one, its objective.
+            acc = metrics.get("eval_accuracy")
+            if acc is not None and (log[-1]["accuracy"] is None or acc > log[-1]["accuracy"]):
+                log[-1]["accuracy"] = acc
 
     def metrics(p):
         return {"accuracy": float((np.argmax(p.predictions, -1) == p.label_ids).mean())}
@@ -185,6 +189,8 @@ def main() -> int:
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prune-after", type=float, default=1.0,
+                   help="search.prune_after of the pretune arms: epochs a trial trains before it may be pruned")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast in every arm (pretune train.bf16, Trainer bf16)")
     p.add_argument("--arms", default=",".join(ARMS), help=f"comma list of {', '.join(ARMS)}")
     p.add_argument("--out", default="runs/bench-search")
@@ -196,14 +202,17 @@ def main() -> int:
     train = subset(SST2 / "train.tsv", out / "data" / "train.csv", args.train_rows, args.seed)
     dev = subset(SST2 / "dev.tsv", out / "data" / "dev.csv", args.eval_rows, args.seed)
     from pretune.cli import quiet_libraries
+    from pretune.utils import atomic_path
     quiet_libraries()
     arms = json.loads(Path(args.previous).read_text())["trials"] if args.previous else {}
     for arm in args.arms.split(","):
         started = time.time()
         arms[arm] = run_trainer(args, train, dev, out) if arm == "trainer" else run_pretune(arm, args, train, dev, out)
         print(f"{arm}: {len(arms[arm])} trials in {time.time() - started:.0f}s", file=sys.stderr, flush=True)
-    report = {"settings": vars(args), "summary": summarise(arms), "trials": arms}
-    (out / "search_efficiency.json").write_text(json.dumps(report, indent=2))
+        # Written after every arm, so a run stopped part way keeps the arms it finished (see --previous).
+        report = {"settings": vars(args), "summary": summarise(arms), "trials": arms}
+        with atomic_path(out / "search_efficiency.json") as tmp:
+            tmp.write_text(json.dumps(report, indent=2))
     print(json.dumps(report["summary"], indent=2))
     return 0
 
