@@ -82,8 +82,8 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler,
     load_trainable(model, load_file(str(path / "trainable.safetensors")))
     if average is not None:
         if not (path / "average.safetensors").is_file():
-            raise PretuneError(f"{path} holds no weight average: resume with the train.ema_decay the run "
-                               "started with (0), or start afresh without --resume")
+            raise PretuneError(f"{path} holds no weight average because the run started with "
+                               "train.ema_decay=0: resume with that, or start afresh without --resume")
         average.load_state_dict(load_file(str(path / "average.safetensors")))
     # weights_only: a checkpoint holds tensors and plain values, never code.
     state = torch.load(path / "state.pt", weights_only=True)

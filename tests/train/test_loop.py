@@ -8,6 +8,7 @@ from conftest import make_tiny_bert, tiny_config
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from pretune.config import config_from_dict
+from pretune.errors import PretuneError
 from pretune.finetune import prepare
 from pretune.train import TrainingDiverged, build_optimizer, build_scheduler, evaluate, param_groups, train
 from pretune.train.checkpoint import list_checkpoints
@@ -151,6 +152,17 @@ def test_in_process_resume_matches_uninterrupted(tiny_bert, sentiment_csv, tmp_p
     assert result.step == 42 and [h["step"] for h in result.history][:4] == [4, 8, 12, 16]
     for name, value in _weights(model).items():
         assert torch.equal(value, expected[name]), name
+
+
+def test_resuming_with_a_weight_average_the_run_did_not_have_is_refused(tiny_bert, sentiment_csv, tmp_path):
+    kw = dict(epochs=1, eval_every=4, checkpoint_every=4)
+    cfg, tok, data, model = _setup(tiny_bert, sentiment_csv, tmp_path, **kw)
+    train(model, data.train, data.eval, data.spec, cfg.train, pad_id=tok.pad_token_id, run_dir=tmp_path / "r")
+    cfg, tok, data, model = _setup(tiny_bert, sentiment_csv, tmp_path, ema_decay=0.9, **kw)
+    with pytest.raises(PretuneError, match=r"holds no weight average because the run started with "
+                                           r"train.ema_decay=0"):
+        train(model, data.train, data.eval, data.spec, cfg.train, pad_id=tok.pad_token_id, run_dir=tmp_path / "r",
+              resume=True)
 
 
 def test_bf16_and_gradient_checkpointing_train(tiny_bert, sentiment_csv, tmp_path):
