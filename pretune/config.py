@@ -84,7 +84,7 @@ class TrainConfig:
     # result with about 14% fewer FLOPs for 6 layers; see pretune.models.fastpath)
     first_token_only: bool = True
     eval_every: Optional[int] = None  # optimizer steps between evaluations; None: once per epoch
-    checkpoint_every: Optional[int] = None  # optimizer steps; None: at every evaluation
+    checkpoint_every: Optional[int] = None  # optimizer steps; None: at every evaluation; 0: never (no resume)
     keep_checkpoints: int = 2
     early_stopping_patience: Optional[int] = None  # evaluations without improvement
     restore_best: bool = True  # end with the weights of the best evaluation
@@ -260,13 +260,13 @@ def _check_values(cfg: RunConfig, errors: list[str]) -> None:
     choice("method.name", cfg.method.name, METHODS)
     choice("train.schedule", cfg.train.schedule, SCHEDULES)
     for key in ("train.lr", "train.batch_size", "train.eval_batch_size", "train.grad_accum",
-                "train.epochs", "train.max_steps", "train.eval_every", "train.checkpoint_every",
-                "train.keep_checkpoints", "data.max_length", "lora.r", "lora.alpha",
+                "train.epochs", "train.max_steps", "train.eval_every", "train.keep_checkpoints",
+                "data.max_length", "lora.r", "lora.alpha",
                 "data.max_train_samples", "data.max_eval_samples", "train.threads"):
         section, name = key.split(".")
         positive(key, getattr(getattr(cfg, section), name))
     for key in ("train.weight_decay", "train.warmup", "method.train_top_layers",
-                "train.early_stopping_patience"):
+                "train.early_stopping_patience", "train.checkpoint_every"):
         section, name = key.split(".")
         positive(key, getattr(getattr(cfg, section), name), allow_zero=True)
     if isinstance(cfg.data.val_fraction, float) and not 0 < cfg.data.val_fraction < 1:

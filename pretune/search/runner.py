@@ -119,7 +119,8 @@ def trial_config(plan: SearchPlan, values: dict[str, Any], trial_dir: Path):
     """
     data = merge(plan.base, to_overrides(values))
     data["output"] = str(trial_dir)
-    data["train"] = dict(data["train"], progress=False)
+    # Trials are re-run, never resumed: checkpointing one at every evaluation would only cost time and disk.
+    data["train"] = dict(data["train"], progress=False, checkpoint_every=0)
     return config_from_dict(data)
 
 

@@ -124,7 +124,7 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
     per_epoch, total = plan_steps(len(train_set), cfg, world)
     micro_per_step = cfg.grad_accum * world
     eval_every = cfg.eval_every or per_epoch
-    ckpt_every = cfg.checkpoint_every or eval_every
+    ckpt_every = eval_every if cfg.checkpoint_every is None else cfg.checkpoint_every  # 0: never
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, total)
     average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
@@ -132,7 +132,7 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
     run_dir = Path(run_dir) if run_dir else None
     if run_dir and writer:
         run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = run_dir / "checkpoints" if run_dir else None
+    ckpt_dir = run_dir / "checkpoints" if run_dir and ckpt_every else None
     metrics_path = run_dir / "metrics.jsonl" if run_dir and writer else None
     st = TrainState()
     if resume and ckpt_dir and list_checkpoints(ckpt_dir):

@@ -231,3 +231,14 @@ def test_no_trial_is_pruned_before_prune_after_epochs(tmp_path):
     result = search(c, train_fn=fake_fit)
     pruned = [r for r in result.trials if r["state"] == "pruned"]
     assert pruned and all(r["train_samples"] == 3 * 64 for r in pruned)  # 64 rows an evaluation; the third is at 1.5
+
+
+def test_trials_write_no_checkpoints(base_config, monkeypatch):
+    """Trials are re-run, never resumed, so their checkpoints would only cost time and disk."""
+    import pretune.train.loop as loop
+    written = []
+    monkeypatch.setattr(loop, "save_checkpoint", lambda *a, **kw: written.append(a[1]))
+    monkeypatch.setattr(loop, "save_file", lambda state, path: written.append(path))
+    result = search({**base_config, "search": {"space": {"train.lr": LR}, "n_trials": 2, "pruner": "none"}})
+    assert result.counts["complete"] == 2 and all(r["accuracy"] is not None for r in result.trials)
+    assert written == []

@@ -165,6 +165,16 @@ def test_resuming_with_a_weight_average_the_run_did_not_have_is_refused(tiny_ber
               resume=True)
 
 
+def test_checkpoint_every_zero_writes_no_checkpoints_and_keeps_the_best_in_memory(tiny_bert, sentiment_csv,
+                                                                                 tmp_path):
+    cfg, tok, data, model = _setup(tiny_bert, sentiment_csv, tmp_path, epochs=2, eval_every=3, checkpoint_every=0)
+    result = train(model, data.train, data.eval, data.spec, cfg.train, pad_id=tok.pad_token_id,
+                   run_dir=tmp_path / "r")
+    assert not (tmp_path / "r" / "checkpoints").exists() and (tmp_path / "r" / "metrics.jsonl").is_file()
+    final = evaluate(model, data.eval, data.spec, 64, tok.pad_token_id)
+    assert final["loss"] == pytest.approx(result.best["loss"], rel=1e-6)  # restore_best worked from memory
+
+
 def test_bf16_and_gradient_checkpointing_train(tiny_bert, sentiment_csv, tmp_path):
     cfg, tok, data, model = _setup(tiny_bert, sentiment_csv, tmp_path, bf16=True, gradient_checkpointing=True,
                                    epochs=4)
