@@ -23,8 +23,9 @@ class WeightAverage:
         if not 0 < decay < 1:
             raise ValueError(f"decay must be in (0, 1), got {decay}")
         self.decay = decay
-        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
-        self.params = [p for p in model.parameters() if p.requires_grad]
+        trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.names = [n for n, _ in trained]
+        self.params = [p for _, p in trained]
         self.shadow = [p.detach().float().clone() for p in self.params]
 
     def decay_at(self, step: int) -> float:
@@ -37,8 +38,7 @@ class WeightAverage:
 
     @torch.no_grad()
     def copy_to_model(self) -> None:
-        for p, s in zip(self.params, self.shadow):
-            p.copy_(s)
+        torch._foreach_copy_(self.params, self.shadow)
 
     @contextmanager
     def applied(self) -> Iterator[None]:
@@ -49,8 +49,7 @@ class WeightAverage:
             yield
         finally:
             with torch.no_grad():
-                for p, r in zip(self.params, raw):
-                    p.copy_(r)
+                torch._foreach_copy_(self.params, raw)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {n: s.contiguous() for n, s in zip(self.names, self.shadow)}
@@ -59,5 +58,4 @@ class WeightAverage:
         if sorted(state) != sorted(self.names):
             raise ValueError("the saved weight average covers other parameters than this model trains")
         with torch.no_grad():
-            for n, s in zip(self.names, self.shadow):
-                s.copy_(state[n])
+            torch._foreach_copy_(self.shadow, [state[n] for n in self.names])
