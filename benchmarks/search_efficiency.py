@@ -11,6 +11,12 @@ warmup, weight decay) because the Trainer's search cannot search adapter setting
 
     python benchmarks/search_efficiency.py --budget 2400 --train-rows 800 --eval-rows 300 --out runs/bench-search
     python benchmarks/search_efficiency.py --budget 40000 --train-rows 2000 --bf16 --out runs/bench-search
+
+One run is one draw: which configurations come first decides most of it. Run several seeds (each its own
+subset, training seed and sampler seed, shared by the arms so they are paired) and combine them:
+
+    python benchmarks/search_efficiency.py --seed 1 --out runs/bench-search-s1   # ... and so on
+    python benchmarks/search_efficiency.py --combine runs/bench-search-s1 runs/bench-search-s2 ...
 """
 
 from __future__ import annotations
@@ -179,6 +185,34 @@ def summarise(arms: dict[str, list[dict]]) -> dict:
     return out
 
 
+def combine(dirs: list[str]) -> dict:
+    """Per seed, samples to within 0.5 point as a fraction of (b)'s and (d)'s; pooled over the seeds.
+
+    An arm that never came within 0.5 point spent its whole budget without getting there: its figure is then a
+    bound (">"), and so is any ratio it enters. The pooled ratio divides the arms' sums over the seeds, counting
+    such an arm at the budget it spent (its least possible cost) and saying how many seeds that was.
+    """
+    rows, pooled = [], {"tpe_asha/tpe": [0, 0, 0], "tpe_asha/trainer": [0, 0, 0], "random/tpe": [0, 0, 0]}
+    for d in dirs:
+        r = json.loads((Path(d) / "search_efficiency.json").read_text())
+        arms = r["summary"]["arms"]
+        row = {"seed": r["settings"]["seed"], "overall_best": r["summary"]["overall_best"]}
+        for name, a in arms.items():
+            row[name] = {"best": a["best_accuracy"], "reached": a["samples_to_within_0.5pt"], "spent": a["samples"]}
+        for key, sums in pooled.items():
+            num, den = key.split("/")
+            if num not in arms or den not in arms:
+                continue
+            n, m = (arms[a]["samples_to_within_0.5pt"] for a in (num, den))
+            cost_n, cost_m = (arms[a]["samples_to_within_0.5pt"] or arms[a]["samples"] for a in (num, den))
+            sums[0], sums[1], sums[2] = sums[0] + cost_n, sums[1] + cost_m, sums[2] + (n is None) + (m is None)
+            row[key] = ("neither" if n is None and m is None else f"> {cost_n / cost_m:.2f}" if n is None
+                        else f"< {cost_n / cost_m:.2f}" if m is None else round(n / m, 3))
+        rows.append(row)
+    return {"seeds": rows, "pooled": {k: {"ratio": round(a / b, 3) if b else None, "censored_arms": c}
+                                      for k, (a, b, c) in pooled.items()}}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--budget", type=int, default=20000, help="training samples per arm")
@@ -195,7 +229,11 @@ def main() -> int:
     p.add_argument("--arms", default=",".join(ARMS), help=f"comma list of {', '.join(ARMS)}")
     p.add_argument("--out", default="runs/bench-search")
     p.add_argument("--previous", help="search_efficiency.json of an earlier run: keep its arms not rerun here")
+    p.add_argument("--combine", nargs="+", metavar="DIR", help="combine finished runs (one per seed); runs nothing")
     args = p.parse_args()
+    if args.combine:
+        print(json.dumps(combine(args.combine), indent=2))
+        return 0
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)

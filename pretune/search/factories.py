@@ -57,10 +57,16 @@ SAMPLERS: dict[str, Callable[[int, dict[str, Param], bool], optuna.samplers.Base
     "bruteforce": lambda seed, params, multi: optuna.samplers.BruteForceSampler(seed=seed),
 }
 
+# Trials report each evaluation at its place in the trial's own schedule, in these parts (runner.progress_step).
+PROGRESS_STEPS = 10_000
+# Rungs at 1/81, 1/27, 1/9 and 1/3 of a trial's schedule (search.prune_after holds off the early ones).
+_FIRST_RUNG = PROGRESS_STEPS // 81
+
 PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
     # ASHA: stop a trial at each rung unless it is in the top 1/3 of its peers there.
-    "asha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
-    "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3),
+    "asha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=_FIRST_RUNG, reduction_factor=3),
+    "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=_FIRST_RUNG, max_resource=PROGRESS_STEPS,
+                                                        reduction_factor=3),
     "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
     "none": lambda: optuna.pruners.NopPruner(),
 }

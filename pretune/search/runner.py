@@ -29,7 +29,7 @@ from optuna.trial import TrialState
 from ..config import config_from_dict, merge
 from ..errors import ConfigError, PretuneError
 from . import distributed
-from .factories import quiet
+from .factories import PROGRESS_STEPS, quiet
 from .plan import SearchPlan, open_study
 from .space import suggest, to_overrides
 
@@ -165,8 +165,24 @@ def _is_last_evaluation(cfg, step: int, metrics: dict) -> bool:
     return float(metrics.get("epoch", 0.0)) >= cfg.train.epochs - 1e-3  # epoch is rounded to 4 places
 
 
+def progress_step(cfg, step: int, metrics: dict) -> int:
+    """Where an evaluation falls in its trial's own schedule, in ``PROGRESS_STEPS`` parts (the pruners' step).
+
+    Pruners compare trials at equal steps. Samples seen would compare a 3-epoch trial a third of the way
+    through its schedule (learning rate still high) with a 1-epoch trial at its end (decayed), and cut the
+    long schedules that often end best. Schedule fractions compare like with like; when every trial trains
+    the same length, they order evaluations exactly as samples do.
+    """
+    if cfg.train.max_steps:
+        fraction = step / cfg.train.max_steps
+    else:
+        fraction = float(metrics.get("epoch", 0.0)) / cfg.train.epochs
+    return max(0, min(PROGRESS_STEPS, round(PROGRESS_STEPS * fraction)))
+
+
 def _make_callback(trial: optuna.Trial, plan: SearchPlan, deadline: Optional[float], cfg) -> Callable:
     metric = plan.objectives[0][0]
+    reported = [-1]  # the last step reported: two evaluations rounding to one step would drop the second
 
     def callback(step: int, metrics: dict) -> None:
         samples = int(metrics.get("samples", 0))  # all ranks' rows under torchrun
@@ -175,8 +191,8 @@ def _make_callback(trial: optuna.Trial, plan: SearchPlan, deadline: Optional[flo
         last = _is_last_evaluation(cfg, step, metrics)
         prune, stop = False, deadline is not None and time.time() >= deadline and not last
         if not plan.multi and metric in metrics:
-            # Report against samples seen, the one resource comparable across batch sizes and epochs.
-            trial.report(float(metrics[metric]), max(samples, step))
+            reported[0] = max(progress_step(cfg, step, metrics), reported[0] + 1)
+            trial.report(float(metrics[metric]), reported[0])
             settled = float(metrics.get("epoch", 0.0)) >= plan.prune_after - 1e-6
             prune = settled and not last and trial.should_prune()
         prune, stop = distributed.agree(prune, stop)

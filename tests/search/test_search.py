@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from pathlib import Path
 
 import optuna
 import pytest
 
 from pretune.search import search
-from search.fakes import fake_fit
+from search.fakes import FakeResult, fake_fit
 
 LR = {"type": "float", "low": 1e-6, "high": 1e-2, "log": True}
 
@@ -220,7 +221,42 @@ def test_the_last_evaluation_is_neither_pruned_nor_cut_by_the_deadline(last):
             _make_callback(pruned, plan, None, cfg)(20, record)
         with pytest.raises(BudgetStop):
             _make_callback(late, plan, 0.0, cfg)(20, record)
-    assert pruned.study.trials[0].intermediate_values == {320: 0.7}  # reported either way
+    # Reported either way, at its place in the schedule (half way, or the end) in 10,000 parts.
+    assert pruned.study.trials[0].intermediate_values == {10_000 if last else 5_000: 0.7}
+
+
+@pytest.mark.parametrize("train, metrics, expected", [
+    ({"epochs": 1}, {"epoch": 0.5}, 5_000),
+    ({"epochs": 3}, {"epoch": 1.5}, 5_000),  # three times the samples, the same place in its schedule
+    ({"epochs": 3}, {"epoch": 1.0}, 3_333),
+    ({"epochs": 3, "max_steps": 40}, {"epoch": 9.0}, 2_500),  # max_steps ends training, whatever the epochs
+])
+def test_pruners_see_each_evaluation_at_its_place_in_the_trial_schedule(train, metrics, expected):
+    from pretune.config import config_from_dict
+    from pretune.search.runner import progress_step
+
+    assert progress_step(config_from_dict({"train": train}), 10, metrics) == expected
+
+
+def _schedule_fit(cfg, *, callback=None, overwrite=False):
+    """Three evaluations at thirds of the schedule; 1 epoch learns fast and ends at 0.6, 3 epochs slowly to 0.9."""
+    rows, epochs = 300, cfg.train.epochs
+    curve = (lambda f: 0.5 + 0.1 * f ** 2) if epochs == 1 else (lambda f: 0.5 + 0.4 * f ** 3)
+    for i in (1, 2, 3):
+        callback(i, {"step": i, "epoch": epochs * i / 3, "samples": rows * epochs * i // 3, "accuracy": curve(i / 3)})
+    (Path(cfg.output) / "model").mkdir(parents=True)
+    return FakeResult(Path(cfg.output), Path(cfg.output) / "model", {"accuracy": curve(1)}, rows * epochs, 1000)
+
+
+def test_asha_compares_a_long_schedule_with_short_ones_at_the_same_place_in_it(tmp_path):
+    """At 300 samples the 3-epoch trial (0.515, a third through) trails the 1-epoch one at its end (0.6), and
+    pruning on samples would cut it; at a third of each schedule it leads (0.515 against 0.511) and ends best."""
+    c = cfg(tmp_path, space={"train.epochs": [1, 3]}, n_trials=2, sampler="grid", pruner="asha", prune_after=0.0,
+            seed=1)
+    result = search(c, train_fn=_schedule_fit)
+    assert [r["params.train.epochs"] for r in result.trials] == [1, 3]  # the short one first sets the bar
+    assert [r["state"] for r in result.trials] == ["complete", "complete"]
+    assert result.best_params["train.epochs"] == 3
 
 
 def test_no_trial_is_pruned_before_prune_after_epochs(tmp_path):
