@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator, Optional
 import optuna
 
 from ..errors import ConfigError
+from .pruning import PROGRESS_STEPS, ScheduleHalvingPruner, rungs
 from .space import Param, grid_values
 
 log = logging.getLogger("pretune.search")
@@ -57,15 +58,10 @@ SAMPLERS: dict[str, Callable[[int, dict[str, Param], bool], optuna.samplers.Base
     "bruteforce": lambda seed, params, multi: optuna.samplers.BruteForceSampler(seed=seed),
 }
 
-# Trials report each evaluation at its place in the trial's own schedule, in these parts (runner.progress_step).
-PROGRESS_STEPS = 10_000
-# Rungs at 1/81, 1/27, 1/9 and 1/3 of a trial's schedule (search.prune_after holds off the early ones).
-_FIRST_RUNG = PROGRESS_STEPS // 81
-
 PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
-    # ASHA: stop a trial at each rung unless it is in the top 1/3 of its peers there.
-    "asha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=_FIRST_RUNG, reduction_factor=3),
-    "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=_FIRST_RUNG, max_resource=PROGRESS_STEPS,
+    # ASHA: stop a trial at each rung (1/81, 1/27, 1/9, 1/3 of its schedule) unless in the top 1/3 there.
+    "asha": lambda: ScheduleHalvingPruner(reduction_factor=3),
+    "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=rungs()[0], max_resource=PROGRESS_STEPS,
                                                         reduction_factor=3),
     "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
     "none": lambda: optuna.pruners.NopPruner(),

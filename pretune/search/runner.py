@@ -29,8 +29,9 @@ from optuna.trial import TrialState
 from ..config import config_from_dict, merge
 from ..errors import ConfigError, PretuneError
 from . import distributed
-from .factories import PROGRESS_STEPS, quiet
+from .factories import quiet
 from .plan import SearchPlan, open_study
+from .pruning import PROGRESS_STEPS
 from .space import suggest, to_overrides
 
 log = logging.getLogger("pretune.search")

@@ -8,6 +8,7 @@ import pytest
 from pretune.config import config_from_dict
 from pretune.errors import ConfigError
 from pretune.search import search
+from pretune.search.pruning import ScheduleHalvingPruner
 from pretune.search.factories import PRUNERS, SAMPLERS, make_pruner, make_sampler, make_storage, parse_objectives
 from pretune.search.space import parse_space
 
@@ -43,7 +44,7 @@ def test_every_sampler_builds_and_is_seeded(name):
     assert all(1e-5 <= d.get("train.lr", 1e-4) <= 1e-3 for d in first)
 
 
-@pytest.mark.parametrize("name, cls", [("asha", optuna.pruners.SuccessiveHalvingPruner),
+@pytest.mark.parametrize("name, cls", [("asha", ScheduleHalvingPruner),
                                        ("hyperband", optuna.pruners.HyperbandPruner),
                                        ("median", optuna.pruners.MedianPruner),
                                        ("none", optuna.pruners.NopPruner)])
@@ -53,7 +54,7 @@ def test_pruners_by_name(name, cls):
 
 
 def test_default_pruner_is_asha_and_none_for_multi_objective():
-    assert isinstance(make_pruner(None, multi=False), optuna.pruners.SuccessiveHalvingPruner)
+    assert isinstance(make_pruner(None, multi=False), ScheduleHalvingPruner)
     assert isinstance(make_pruner(None, multi=True), optuna.pruners.NopPruner)
 
 

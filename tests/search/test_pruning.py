@@ -1,0 +1,49 @@
+"""ASHA on schedule fractions: every trial read at its first evaluation at or past a rung, judged once per rung."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState, create_trial
+
+from pretune.search.pruning import ScheduleHalvingPruner, rungs
+
+
+def study_with(peers: list[dict[int, float]], direction: str = "maximize") -> optuna.Study:
+    study = optuna.create_study(direction=direction, pruner=ScheduleHalvingPruner())
+    for curve in peers:
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=curve[max(curve)], intermediate_values=curve))
+    return study
+
+
+def test_rungs_are_fractions_of_the_schedule():
+    assert rungs() == [123, 370, 1111, 3333]  # 1/81, 1/27, 1/9, 1/3 of 10,000
+    assert rungs(2, 2) == [2500, 5000]
+
+
+def test_peers_are_read_at_their_first_evaluation_past_the_rung_not_their_latest():
+    study = study_with([{200: 0.60, 1200: 0.70, 3400: 0.90}, {150: 0.55, 1150: 0.65, 3400: 0.88}])
+    trial = study.ask()
+    trial.report(0.62, 130)
+    assert not trial.should_prune()  # rung 123: 0.62 against 0.60 and 0.55
+    trial.report(0.75, 1111)
+    assert not trial.should_prune()  # rungs 370 and 1111: against 0.70 and 0.65 (at 1200, 1150), not 0.90
+    trial.report(0.80, 3333)
+    assert trial.should_prune()  # rung 3333: against 0.90 and 0.88; fewer than 3 others, only the best goes on
+
+
+def test_rungs_crossed_while_pruning_was_held_off_are_not_judged_later():
+    """Evaluations before search.prune_after are not asked about; their rungs must not be judged afterwards."""
+    study = study_with([{200: 0.60, 1200: 0.70}])
+    trial = study.ask()
+    trial.report(0.10, 200)  # rung 123 crossed here, in the grace period (the runner does not ask)
+    trial.report(0.72, 500)
+    assert not trial.should_prune()  # only rung 370 (crossed at 500) is judged: 0.72 against 0.70
+
+
+@pytest.mark.parametrize("mine, pruned", [(0.20, False), (0.25, True)])
+def test_top_third_goes_on_when_minimising(mine, pruned):
+    study = study_with([{150: v} for v in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)], direction="minimize")
+    trial = study.ask()
+    trial.report(mine, 150)
+    assert trial.should_prune() is pruned  # 7 at the rung: the best 2 (0.1, 0.2) go on
