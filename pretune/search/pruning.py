@@ -1,12 +1,12 @@
 """Asynchronous successive halving on schedule fractions, every trial read at the same places.
 
 Trials report each evaluation at its place in their own schedule (``runner.progress_step``), so rungs are
-fractions of a schedule. Optuna's ``SuccessiveHalvingPruner`` files a trial's *current* value under every rung
-it has passed since its last check. A trial first checked late (``search.prune_after``, or evaluations sparser
-than the rungs) is then judged on a later evaluation than its peers were: 0.765 at 31% of one schedule against
-0.66 at 47% of another. Here a trial's value at a rung is always its first evaluation at or past the rung, for
-the trial being judged and for its peers alike, and a trial is judged only on the rungs its latest evaluation
-crossed: rungs crossed while pruning was held off are not judged later with stale values.
+fractions of a schedule. A peer's value at a rung is its first evaluation at or past the rung. A trial is
+judged on the rungs its latest evaluation crossed, and at its first judged evaluation (the first after
+``search.prune_after``) on every rung it has passed, with that evaluation's value: its earlier ones were held
+to be too early to judge. Optuna's ``SuccessiveHalvingPruner`` files a trial's current value under every rung
+passed since its last check, for peers too, so a trial was compared with peers' later evaluations than its own
+at that rung (0.765 at 31% of one schedule against values at 47% of others).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 # Trials report at their place in the schedule in these parts (see runner.progress_step).
 PROGRESS_STEPS = 10_000
+# User attribute: the step of a trial's first judged evaluation (set by the runner; default its first report).
+JUDGED_FROM = "judged_from_step"
 
 
 def rungs(reduction_factor: int = 3, count: int = 4) -> list[int]:
@@ -48,13 +50,16 @@ class ScheduleHalvingPruner(optuna.pruners.BasePruner):
         step = trial.last_step
         if step is None:
             return False
-        crossed = [r for r in self.rungs if (v := value_at(trial, r)) is not None and v[0] == step]
-        if not crossed:
+        mine = trial.intermediate_values[step]
+        if step == trial.user_attrs.get(JUDGED_FROM, min(trial.intermediate_values)):
+            judged = [r for r in self.rungs if r <= step]  # first judgement: every rung passed so far
+        else:
+            judged = [r for r in self.rungs if (v := value_at(trial, r)) is not None and v[0] == step]
+        if not judged:
             return False
         peers = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
         maximize = study.direction == StudyDirection.MAXIMIZE
-        for rung in crossed:
-            mine = value_at(trial, rung)[1]
+        for rung in judged:
             values = [v[1] for t in peers if t.number != trial.number and (v := value_at(t, rung)) is not None]
             values = sorted([*values, mine], reverse=maximize)
             bar = values[max(1, len(values) // self.reduction_factor) - 1]

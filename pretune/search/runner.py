@@ -31,7 +31,7 @@ from ..errors import ConfigError, PretuneError
 from . import distributed
 from .factories import quiet
 from .plan import SearchPlan, open_study
-from .pruning import PROGRESS_STEPS
+from .pruning import JUDGED_FROM, PROGRESS_STEPS
 from .space import suggest, to_overrides
 
 log = logging.getLogger("pretune.search")
@@ -184,6 +184,7 @@ def progress_step(cfg, step: int, metrics: dict) -> int:
 def _make_callback(trial: optuna.Trial, plan: SearchPlan, deadline: Optional[float], cfg) -> Callable:
     metric = plan.objectives[0][0]
     reported = [-1]  # the last step reported: two evaluations rounding to one step would drop the second
+    judged_from: list[Optional[int]] = [None]  # the step of the first evaluation the pruner is asked about
 
     def callback(step: int, metrics: dict) -> None:
         samples = int(metrics.get("samples", 0))  # all ranks' rows under torchrun
@@ -195,7 +196,11 @@ def _make_callback(trial: optuna.Trial, plan: SearchPlan, deadline: Optional[flo
             reported[0] = max(progress_step(cfg, step, metrics), reported[0] + 1)
             trial.report(float(metrics[metric]), reported[0])
             settled = float(metrics.get("epoch", 0.0)) >= plan.prune_after - 1e-6
-            prune = settled and not last and trial.should_prune()
+            if settled and not last:
+                if judged_from[0] is None:  # the pruner judges every rung passed so far at this first check
+                    judged_from[0] = reported[0]
+                    trial.set_user_attr(JUDGED_FROM, reported[0])
+                prune = trial.should_prune()
         prune, stop = distributed.agree(prune, stop)
         if stop:
             raise BudgetStop(BUDGET_STOP)

@@ -6,7 +6,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from pretune.search.pruning import ScheduleHalvingPruner, rungs
+from pretune.search.pruning import JUDGED_FROM, ScheduleHalvingPruner, rungs
 
 
 def study_with(peers: list[dict[int, float]], direction: str = "maximize") -> optuna.Study:
@@ -32,13 +32,29 @@ def test_peers_are_read_at_their_first_evaluation_past_the_rung_not_their_latest
     assert trial.should_prune()  # rung 3333: against 0.90 and 0.88; fewer than 3 others, only the best goes on
 
 
-def test_rungs_crossed_while_pruning_was_held_off_are_not_judged_later():
-    """Evaluations before search.prune_after are not asked about; their rungs must not be judged afterwards."""
+def test_a_trial_first_judged_after_the_grace_period_is_judged_on_every_rung_it_passed():
+    """A 1-epoch trial with prune_after 0.5 passes every rung (up to 1/3) before it may be judged; at its first
+    judged evaluation it is judged on all of them with that evaluation's value, its earlier ones being noise."""
+    study = study_with([{2381: 0.75, 4762: 0.78, 10000: 0.80}, {2381: 0.74, 4762: 0.77, 10000: 0.79}])
+    bad, late = study.ask(), study.ask()
+    for trial, early, now in ((bad, 0.51, 0.509), (late, 0.51, 0.785)):
+        trial.report(early, 2381)
+        trial.report(early, 4762)
+        trial.report(now, 7143)
+        trial.set_user_attr(JUDGED_FROM, 7143)  # as the runner does at its first check
+    assert bad.should_prune()  # 0.509 against 0.75 / 0.78 at the rungs
+    assert not late.should_prune()  # its own early 0.51 is not held against it: 0.785 now
+
+
+def test_after_the_first_judgement_only_newly_crossed_rungs_are_judged():
     study = study_with([{200: 0.60, 1200: 0.70}])
     trial = study.ask()
-    trial.report(0.10, 200)  # rung 123 crossed here, in the grace period (the runner does not ask)
+    trial.report(0.65, 200)
+    assert not trial.should_prune()  # first judgement (no mark: its first report): rung 123, 0.65 against 0.60
+    trial.report(0.55, 300)
+    assert not trial.should_prune()  # no rung crossed at 300: a dip between rungs is not judged
     trial.report(0.72, 500)
-    assert not trial.should_prune()  # only rung 370 (crossed at 500) is judged: 0.72 against 0.70
+    assert not trial.should_prune()  # rung 370 crossed: 0.72 against the peer's 0.70 there
 
 
 @pytest.mark.parametrize("mine, pruned", [(0.20, False), (0.25, True)])

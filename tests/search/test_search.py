@@ -225,6 +225,29 @@ def test_the_last_evaluation_is_neither_pruned_nor_cut_by_the_deadline(last):
     assert pruned.study.trials[0].intermediate_values == {10_000 if last else 5_000: 0.7}
 
 
+def test_the_runner_marks_the_first_evaluation_the_pruner_is_asked_about():
+    """ASHA judges every rung passed so far at that evaluation (those before it fell in search.prune_after)."""
+    from types import SimpleNamespace
+
+    from pretune.config import config_from_dict
+    from pretune.search.pruning import JUDGED_FROM
+    from pretune.search.runner import _make_callback
+
+    asked = []
+
+    class Recording(optuna.pruners.BasePruner):
+        def prune(self, study, trial) -> bool:
+            asked.append((trial.last_step, trial.user_attrs.get(JUDGED_FROM)))
+            return False
+
+    plan = SimpleNamespace(objectives=[("accuracy", "maximize")], multi=False, prune_after=0.5)
+    trial = optuna.create_study(direction="maximize", pruner=Recording()).ask()
+    callback = _make_callback(trial, plan, None, config_from_dict({"train": {"epochs": 1}}))
+    for i in range(1, 5):
+        callback(i, {"step": i, "epoch": i / 4, "samples": 100 * i, "accuracy": 0.5})
+    assert asked == [(5000, 5000), (7500, 5000)]  # not at 0.25 (grace) nor at the end; marked at the first ask
+
+
 @pytest.mark.parametrize("train, metrics, expected", [
     ({"epochs": 1}, {"epoch": 0.5}, 5_000),
     ({"epochs": 3}, {"epoch": 1.5}, 5_000),  # three times the samples, the same place in its schedule
