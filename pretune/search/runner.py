@@ -184,7 +184,6 @@ def progress_step(cfg, step: int, metrics: dict) -> int:
 def _make_callback(trial: optuna.Trial, plan: SearchPlan, deadline: Optional[float], cfg) -> Callable:
     metric = plan.objectives[0][0]
     reported = [-1]  # the last step reported: two evaluations rounding to one step would drop the second
-    judged_from: list[Optional[int]] = [None]  # the step of the first evaluation the pruner is asked about
 
     def callback(step: int, metrics: dict) -> None:
         samples = int(metrics.get("samples", 0))  # all ranks' rows under torchrun
@@ -197,8 +196,7 @@ def _make_callback(trial: optuna.Trial, plan: SearchPlan, deadline: Optional[flo
             trial.report(float(metrics[metric]), reported[0])
             settled = float(metrics.get("epoch", 0.0)) >= plan.prune_after - 1e-6
             if settled and not last:
-                if judged_from[0] is None:  # the pruner judges every rung passed so far at this first check
-                    judged_from[0] = reported[0]
+                if JUDGED_FROM not in trial.user_attrs:  # the pruner judges every rung passed so far here
                     trial.set_user_attr(JUDGED_FROM, reported[0])
                 prune = trial.should_prune()
         prune, stop = distributed.agree(prune, stop)
