@@ -84,6 +84,8 @@ class TrainConfig:
     # result with about 14% fewer FLOPs for 6 layers; see pretune.models.fastpath)
     first_token_only: bool = True
     eval_every: Optional[int] = None  # optimizer steps between evaluations; None: once per epoch
+    # Fractions of the schedule evaluated as well (a search with asha or hyperband adds their rungs)
+    eval_at: Optional[list[float]] = None
     checkpoint_every: Optional[int] = None  # optimizer steps; None: at every evaluation; 0: never (no resume)
     keep_checkpoints: int = 2
     early_stopping_patience: Optional[int] = None  # evaluations without improvement
@@ -275,6 +277,8 @@ def _check_values(cfg: RunConfig, errors: list[str]) -> None:
         errors.append(f"lora.dropout: must be in [0, 1), got {cfg.lora.dropout!r}")
     if isinstance(cfg.train.ema_decay, float) and not 0 <= cfg.train.ema_decay < 1:
         errors.append(f"train.ema_decay: must be in [0, 1) (0 disables), got {cfg.train.ema_decay!r}")
+    if any(not isinstance(f, (int, float)) or not 0 < f <= 1 for f in cfg.train.eval_at or ()):
+        errors.append(f"train.eval_at: fractions of the schedule must be in (0, 1], got {cfg.train.eval_at!r}")
     if isinstance(cfg.train.layer_lr_decay, float) and not 0 < cfg.train.layer_lr_decay <= 1:
         errors.append(f"train.layer_lr_decay: must be in (0, 1], got {cfg.train.layer_lr_decay!r}")
 

@@ -132,7 +132,7 @@ def probe(cfg: RunConfig, steps: int = 8, eval_rows: int = 256) -> Estimate:
     save_s = _save_seconds(model, optimizer)
 
     per_epoch, total = plan_steps(len(data.train), tc)
-    evals = math.ceil(total / (tc.eval_every or per_epoch))
+    evals = math.ceil(total / (tc.eval_every or per_epoch)) + len(tc.eval_at or ())
     # evaluations + checkpoints (one per evaluation by default) + the final eval and model save
     trial_s = setup_s + total * times.mean() + (evals + 1) * eval_s + (evals + 1) * save_s
     sem = times.std(ddof=1) / math.sqrt(len(times)) if len(times) > 1 else times.mean()

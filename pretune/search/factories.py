@@ -67,6 +67,17 @@ PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
     "none": lambda: optuna.pruners.NopPruner(),
 }
 
+# Where each pruner reads a trial, as fractions of its schedule: trials evaluate there too (runner.trial_config).
+# The median pruner compares at whatever steps trials report, so it needs no evaluations of its own.
+PRUNER_RUNGS: dict[str, list[float]] = {"asha": [r / PROGRESS_STEPS for r in rungs()],
+                                        "hyperband": [r / PROGRESS_STEPS for r in rungs()]}
+
+
+def pruner_name(name: Optional[str], multi: bool) -> str:
+    """The pruner a search runs: ``None`` means ASHA, or none for multi-objective studies."""
+    return name if name is not None else "none" if multi else "asha"
+
+
 # Metrics better when smaller; anything else is maximised unless marked ":min".
 _MINIMISED = ("loss", "trainable_params", "total_params", "seconds", "train_samples", "latency", "size", "mse",
               "mae", "rmse")
@@ -90,8 +101,7 @@ def make_pruner(name: Optional[str], multi: bool) -> optuna.pruners.BasePruner:
     Raises:
         ConfigError: unknown name, or pruning asked of a multi-objective study (Optuna cannot prune those).
     """
-    if name is None:
-        name = "none" if multi else "asha"
+    name = pruner_name(name, multi)
     if name not in PRUNERS:
         raise ConfigError(f"search.pruner: unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")
     if multi and name != "none":

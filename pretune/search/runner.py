@@ -29,7 +29,7 @@ from optuna.trial import TrialState
 from ..config import config_from_dict, merge
 from ..errors import ConfigError, PretuneError
 from . import distributed
-from .factories import quiet
+from .factories import PRUNER_RUNGS, pruner_name, quiet
 from .plan import SearchPlan, open_study
 from .pruning import JUDGED_FROM, PROGRESS_STEPS
 from .space import suggest, to_overrides
@@ -122,7 +122,27 @@ def trial_config(plan: SearchPlan, values: dict[str, Any], trial_dir: Path):
     data["output"] = str(trial_dir)
     # Trials are re-run, never resumed: checkpointing one at every evaluation would only cost time and disk.
     data["train"] = dict(data["train"], progress=False, checkpoint_every=0)
-    return config_from_dict(data)
+    cfg = config_from_dict(data)
+    rungs = _rung_evaluations(plan, cfg)
+    if rungs:
+        cfg.train.eval_at = sorted({*(cfg.train.eval_at or ()), *rungs})
+    return cfg
+
+
+def _rung_evaluations(plan: SearchPlan, cfg) -> list[float]:
+    """The pruner's rungs this trial may be judged on: those at or past ``search.prune_after`` in its schedule.
+
+    Evaluated exactly there, every trial is read at the same places in its schedule. Otherwise, with an
+    evaluation every 15 steps, "a third of the way" was read at 48% of one trial and 36% of another, and a
+    trial was checked only at the first evaluation past its grace period (72% of a 1-epoch schedule for
+    prune_after 0.5). Rungs before the grace period are not evaluated: the pruner does not judge there.
+    """
+    if plan.multi:
+        return []
+    fractions = PRUNER_RUNGS.get(pruner_name(plan.pruner, plan.multi), [])
+    if cfg.train.max_steps:  # epochs per step depend on the data; evaluate every rung
+        return list(fractions)
+    return [f for f in fractions if f * cfg.train.epochs >= plan.prune_after - 1e-6]
 
 
 LATENCY_METRICS = {"latency_ms": "p50", "latency_p50_ms": "p50", "latency_p95_ms": "p95"}

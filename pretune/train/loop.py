@@ -5,7 +5,8 @@
             forward (bf16 autocast optional), loss * rows / rows_in_step, backward
         clip, AdamW step, schedule step
         with train.ema_decay: fold the weights into their moving average, which is what gets evaluated and saved
-        every eval_every steps: evaluate, callback (search prunes here), early stopping, best weights
+        every eval_every steps and at train.eval_at: evaluate, callback (search prunes here), early stopping,
+            best weights
         every checkpoint_every steps: atomic checkpoint (weights, optimizer, scheduler, RNG, position)
 
 The data order of every epoch is a pure function of (seed, epoch), so a resumed
@@ -124,6 +125,8 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
     per_epoch, total = plan_steps(len(train_set), cfg, world)
     micro_per_step = cfg.grad_accum * world
     eval_every = cfg.eval_every or per_epoch
+    # The first step at or past each fraction: a pruner's rung is then read at its place, not an interval on.
+    eval_steps = {max(1, math.ceil(f * total - 1e-9)) for f in cfg.eval_at or ()}
     ckpt_every = eval_every if cfg.checkpoint_every is None else cfg.checkpoint_every  # 0: never
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, total)
@@ -189,7 +192,7 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
 
         if st.step % cfg.log_every == 0 or st.step == total:
             _log_train(st, window, scheduler, epoch, metrics_path, bar, cfg.log_every)
-        if st.step % eval_every == 0 or st.step == total:
+        if st.step % eval_every == 0 or st.step == total or st.step in eval_steps:
             with average.applied() if average is not None else nullcontext():
                 record = {"step": st.step, "epoch": round(st.step / per_epoch, 4), "samples": st.samples,
                           **evaluate(model, eval_set, spec, cfg.eval_batch_size, pad_id, cfg.bf16)}

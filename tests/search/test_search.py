@@ -261,6 +261,28 @@ def test_pruners_see_each_evaluation_at_its_place_in_the_trial_schedule(train, m
     assert progress_step(config_from_dict({"train": train}), 10, metrics) == expected
 
 
+RUNGS = [0.0123, 0.037, 0.1111, 0.3333]  # 1/81 .. 1/3 of a schedule, in the pruners' 10,000ths
+
+
+@pytest.mark.parametrize("pruner, train, prune_after, rungs", [
+    ("asha", {"epochs": 1}, 0.25, RUNGS[3:]),  # 1/9 of one epoch falls in the grace period
+    ("asha", {"epochs": 3}, 0.25, RUNGS[2:]),  # 1/9 of three epochs does not
+    ("hyperband", {"epochs": 3}, 0.0, RUNGS),
+    ("asha", {"epochs": 1, "max_steps": 50}, 0.25, RUNGS),  # epochs per step unknown before the data: all
+    ("median", {"epochs": 3}, 0.0, []),  # it reads trials wherever they report
+    ("none", {"epochs": 3}, 0.0, []),
+])
+def test_trials_evaluate_at_the_rungs_their_pruner_may_judge_them_on(tmp_path, pruner, train, prune_after, rungs):
+    from pretune.config import config_from_dict
+    from pretune.search.plan import make_plan
+    from pretune.search.runner import trial_config
+
+    c = cfg(tmp_path, pruner=pruner, prune_after=prune_after, n_trials=1)
+    c["train"] = {**train, "eval_at": [0.5]}  # the user's own are kept
+    eval_at = trial_config(make_plan(config_from_dict(c)), {"train.lr": 1e-3}, tmp_path / "t").train.eval_at
+    assert eval_at == pytest.approx(sorted([0.5, *rungs]))
+
+
 def _schedule_fit(cfg, *, callback=None, overwrite=False):
     """Three evaluations at thirds of the schedule; 1 epoch learns fast and ends at 0.6, 3 epochs slowly to 0.9."""
     rows, epochs = 300, cfg.train.epochs

@@ -64,6 +64,15 @@ def test_learns_the_task_and_reports_every_evaluation(tiny_bert, sentiment_csv, 
     assert result.best["accuracy"] >= 0.9
 
 
+def test_eval_at_adds_an_evaluation_at_the_first_step_at_or_past_each_fraction(tiny_bert, sentiment_csv, tmp_path):
+    """A pruner's rung is read where it falls (a search sets its rungs here), besides every eval_every steps."""
+    cfg, tok, data, model = _setup(tiny_bert, sentiment_csv, tmp_path, max_steps=9, eval_every=4, eval_at=[1 / 9, 0.5])
+    steps = []
+    result = train(model, data.train, data.eval, data.spec, cfg.train, pad_id=tok.pad_token_id,
+                   callback=lambda step, m: steps.append(step))
+    assert steps == [1, 4, 5, 8, 9] == [h["step"] for h in result.history]
+
+
 def test_callback_exception_stops_training(tiny_bert, sentiment_csv, tmp_path):
     cfg, tok, data, model = _setup(tiny_bert, sentiment_csv, tmp_path, epochs=3, eval_every=2)
 
