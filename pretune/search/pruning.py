@@ -1,12 +1,14 @@
 """Asynchronous successive halving on schedule fractions, every trial read at the same places.
 
 Trials report each evaluation at its place in their own schedule (``runner.progress_step``), so rungs are
-fractions of a schedule. A peer's value at a rung is its first evaluation at or past the rung. A trial is
-judged on the rungs its latest evaluation crossed, and at its first judged evaluation (the first after
-``search.prune_after``) on every rung it has passed, with that evaluation's value: its earlier ones were held
-to be too early to judge. Optuna's ``SuccessiveHalvingPruner`` files a trial's current value under every rung
-passed since its last check, for peers too, so a trial was compared with peers' later evaluations than its own
-at that rung (0.765 at 31% of one schedule against values at 47% of others).
+fractions of a schedule. A trial's value at a rung is its first evaluation at or past the rung and before the
+next rung's place (rung x reduction factor); one past that reads another stage of training, and the trial
+has no value at that rung. A trial is judged on the rungs its latest evaluation crossed, and at its first
+judged evaluation (the first after ``search.prune_after``) on every rung whose window it falls in, with that
+evaluation's value: its earlier ones were held to be too early to judge. Optuna's
+``SuccessiveHalvingPruner`` files a trial's current value under every rung passed since its last check, for
+peers too, so a trial was compared with peers' later evaluations than its own at that rung (0.765 at 31% of
+one schedule against values at 47% of others).
 """
 
 from __future__ import annotations
@@ -26,10 +28,15 @@ def rungs(reduction_factor: int = 3, count: int = 4) -> list[int]:
     return [round(PROGRESS_STEPS / reduction_factor ** k) for k in range(count, 0, -1)]
 
 
-def value_at(trial: FrozenTrial, rung: int) -> tuple[int, float] | None:
-    """The trial's first evaluation at or past ``rung`` as (step, value), or None if it has not got there."""
+def value_at(trial: FrozenTrial, rung: int, until: int) -> tuple[int, float] | None:
+    """The trial's first evaluation at or past ``rung`` as (step, value); None if it has not got there, or if
+    that evaluation is at or past ``until`` (the next rung's place).
+
+    A 1-epoch trial whose rung at 1/9 fell in its grace period, first evaluated at 34% of its schedule, has no
+    value at 1/9: read there, it held a 2-epoch trial's 0.51 at 23% against its own 0.76 at 34%.
+    """
     steps = [s for s in trial.intermediate_values if s >= rung]
-    if not steps:
+    if not steps or min(steps) >= until:
         return None
     first = min(steps)
     return first, trial.intermediate_values[first]
@@ -51,16 +58,18 @@ class ScheduleHalvingPruner(optuna.pruners.BasePruner):
         if step is None:
             return False
         mine = trial.intermediate_values[step]
+        eta = self.reduction_factor
         if step == trial.user_attrs.get(JUDGED_FROM, min(trial.intermediate_values)):
-            judged = [r for r in self.rungs if r <= step]  # first judgement: every rung passed so far
+            judged = [r for r in self.rungs if r <= step < r * eta]  # first judgement: the rungs it reads at
         else:
-            judged = [r for r in self.rungs if (v := value_at(trial, r)) is not None and v[0] == step]
+            judged = [r for r in self.rungs if (v := value_at(trial, r, r * eta)) is not None and v[0] == step]
         if not judged:
             return False
         peers = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
         maximize = study.direction == StudyDirection.MAXIMIZE
         for rung in judged:
-            values = [v[1] for t in peers if t.number != trial.number and (v := value_at(t, rung)) is not None]
+            values = [v[1] for t in peers if t.number != trial.number
+                      and (v := value_at(t, rung, rung * eta)) is not None]
             values = sorted([*values, mine], reverse=maximize)
             bar = values[max(1, len(values) // self.reduction_factor) - 1]
             if (mine < bar) if maximize else (mine > bar):

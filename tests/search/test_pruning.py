@@ -1,4 +1,5 @@
-"""ASHA on schedule fractions: every trial read at its first evaluation at or past a rung, judged once per rung."""
+"""ASHA on schedule fractions: every trial read at its first evaluation at or past a rung (and before the next
+rung's place), judged once per rung."""
 
 from __future__ import annotations
 
@@ -27,14 +28,15 @@ def test_peers_are_read_at_their_first_evaluation_past_the_rung_not_their_latest
     trial.report(0.62, 130)
     assert not trial.should_prune()  # rung 123: 0.62 against 0.60 and 0.55
     trial.report(0.75, 1111)
-    assert not trial.should_prune()  # rungs 370 and 1111: against 0.70 and 0.65 (at 1200, 1150), not 0.90
+    assert not trial.should_prune()  # rung 1111: against 0.70 and 0.65 (at 1200, 1150), not 0.90
     trial.report(0.80, 3333)
     assert trial.should_prune()  # rung 3333: against 0.90 and 0.88; fewer than 3 others, only the best goes on
 
 
 def test_a_trial_first_judged_after_the_grace_period_is_judged_on_every_rung_it_passed():
     """A 1-epoch trial with prune_after 0.5 passes every rung (up to 1/3) before it may be judged; at its first
-    judged evaluation it is judged on all of them with that evaluation's value, its earlier ones being noise."""
+    judged evaluation (71%) it is judged on the rung it reads at (1/3) with that evaluation's value, its earlier
+    ones being noise."""
     study = study_with([{2381: 0.75, 4762: 0.78, 10000: 0.80}, {2381: 0.74, 4762: 0.77, 10000: 0.79}])
     bad, late = study.ask(), study.ask()
     for trial, early, now in ((bad, 0.51, 0.509), (late, 0.51, 0.785)):
@@ -46,8 +48,20 @@ def test_a_trial_first_judged_after_the_grace_period_is_judged_on_every_rung_it_
     assert not late.should_prune()  # its own early 0.51 is not held against it: 0.785 now
 
 
+def test_an_evaluation_past_the_next_rungs_place_is_no_reading_at_a_rung():
+    """A 1-epoch peer whose 1/9 fell in its grace period, first evaluated at 34% of its schedule, has no value at
+    1/9: held against a 2-epoch trial at 23%, its 0.76 would cut a trial still warming up."""
+    study = study_with([{400: 0.80, 3438: 0.76, 10000: 0.77}, {400: 0.81, 3438: 0.75, 10000: 0.78}])
+    trial = study.ask()
+    trial.report(0.60, 2344)
+    # Judged at rung 1111 only (2344 is past rung 370's window, which ends at 1110), and no peer read there.
+    assert not trial.should_prune()
+    trial.report(0.70, 3500)
+    assert trial.should_prune()  # rung 3333: 0.70 against 0.76 and 0.75
+
+
 def test_after_the_first_judgement_only_newly_crossed_rungs_are_judged():
-    study = study_with([{200: 0.60, 1200: 0.70}])
+    study = study_with([{200: 0.60, 400: 0.70}])
     trial = study.ask()
     trial.report(0.65, 200)
     assert not trial.should_prune()  # first judgement (no mark: its first report): rung 123, 0.65 against 0.60
