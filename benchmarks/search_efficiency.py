@@ -131,10 +131,13 @@ def run_trainer(args, train: Path, dev: Path, out: Path) -> list[dict]:
 
         def on_train_end(self, targs, state, control, **kw):
             log[-1]["ended"] = time.time()
+            if state.global_step < state.max_steps:  # its MedianPruner stopped it (no early stopping is set)
+                log[-1]["state"] = "pruned"
 
         def on_evaluate(self, targs, state, control, metrics=None, **kw):
             # The trial's best evaluation, as pretune's trials report theirs (train.restore_best) and as the
             # Trainer's load_best_model_at_end would restore; its TPE still sees the last one, its objective.
+            # A pruned trial's never counts as arriving, as in pretune's arms.
             acc = metrics.get("eval_accuracy")
             if acc is not None and (log[-1]["accuracy"] is None or acc > log[-1]["accuracy"]):
                 log[-1]["accuracy"] = acc
