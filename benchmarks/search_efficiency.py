@@ -17,6 +17,9 @@ subset, training seed and sampler seed, shared by the arms so they are paired) a
 
     python benchmarks/search_efficiency.py --seed 1 --out runs/bench-search-s1   # ... and so on
     python benchmarks/search_efficiency.py --combine runs/bench-search-s1 runs/bench-search-s2 ...
+
+Whether pruning can pay on a task depends on how well early evaluations rank the trials; ``--curves`` measures
+that on the unpruned arms of finished runs.
 """
 
 from __future__ import annotations
@@ -216,6 +219,38 @@ def combine(dirs: list[str]) -> dict:
                                       for k, (a, b, c) in pooled.items()}}
 
 
+def curves(dirs: list[str], fractions=(0.1, 0.2, 1 / 3, 0.5)) -> dict:
+    """How well a trial's early evaluation ranks it: the rank correlation (Spearman) between each unpruned trial's
+    accuracy (and eval loss, negated) at its first evaluation at or past a fraction of its schedule and its
+    final accuracy, within each run's unpruned arms (tpe, random), then averaged over them. A pruner cutting at
+    a fraction bets on this ranking."""
+    from scipy.stats import spearmanr
+
+    per: dict[str, list[float]] = {f"{key}@{f:.2f}": [] for f in fractions for key in ("accuracy", "-loss")}
+    runs = 0
+    for d in dirs:
+        for arm in ("tpe", "random"):
+            table = Path(d) / arm / "trials.json"
+            if not table.exists():
+                continue
+            rows = []
+            for t in json.loads(table.read_text()):
+                if t["state"] != "complete":
+                    continue
+                lines = (Path(d) / arm / "trials" / f"{t['number']:04d}" / "metrics.jsonl").read_text().splitlines()
+                evals = [e for e in map(json.loads, lines) if e.get("type") == "eval"]
+                rows.append((t["params.train.epochs"], evals, t["accuracy"]))
+            if len(rows) < 5:
+                continue
+            runs += 1
+            for f in fractions:
+                at = [next(e for e in evals if e["epoch"] / epochs >= f - 1e-9) for epochs, evals, _ in rows]
+                finals = [final for *_, final in rows]
+                for key, sign, name in (("accuracy", 1, "accuracy"), ("loss", -1, "-loss")):
+                    per[f"{name}@{f:.2f}"].append(float(spearmanr([sign * e[key] for e in at], finals)[0]))
+    return {"runs": runs, "mean_spearman": {k: round(sum(v) / len(v), 2) for k, v in per.items() if v}}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--budget", type=int, default=20000, help="training samples per arm")
@@ -233,9 +268,14 @@ def main() -> int:
     p.add_argument("--out", default="runs/bench-search")
     p.add_argument("--previous", help="search_efficiency.json of an earlier run: keep its arms not rerun here")
     p.add_argument("--combine", nargs="+", metavar="DIR", help="combine finished runs (one per seed); runs nothing")
+    p.add_argument("--curves", nargs="+", metavar="DIR",
+                   help="how well early evaluations rank the unpruned arms' trials in finished runs; runs nothing")
     args = p.parse_args()
     if args.combine:
         print(json.dumps(combine(args.combine), indent=2))
+        return 0
+    if args.curves:
+        print(json.dumps(curves(args.curves), indent=2))
         return 0
     out = Path(args.out)
     if out.exists():
