@@ -69,8 +69,8 @@ PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
 
 # Where each pruner reads a trial, as fractions of its schedule: trials evaluate there too (runner.trial_config).
 # The median pruner compares at whatever steps trials report, so it needs no evaluations of its own.
-PRUNER_RUNGS: dict[str, list[float]] = {"asha": [r / PROGRESS_STEPS for r in rungs()],
-                                        "hyperband": [r / PROGRESS_STEPS for r in rungs()]}
+_RUNG_FRACTIONS = [r / PROGRESS_STEPS for r in rungs()]  # 1/81, 1/27, 1/9, 1/3; Hyperband's brackets share them
+PRUNER_RUNGS: dict[str, list[float]] = {"asha": _RUNG_FRACTIONS, "hyperband": _RUNG_FRACTIONS}
 
 
 def pruner_name(name: Optional[str], multi: bool) -> str:
