@@ -137,9 +137,7 @@ def _rung_evaluations(plan: SearchPlan, cfg) -> list[float]:
     trial was checked only at the first evaluation past its grace period (72% of a 1-epoch schedule for
     prune_after 0.5). Rungs before the grace period are not evaluated: the pruner does not judge there.
     """
-    if plan.multi:
-        return []
-    fractions = PRUNER_RUNGS.get(pruner_name(plan.pruner, plan.multi), [])
+    fractions = PRUNER_RUNGS.get(pruner_name(plan.pruner, plan.multi), [])  # multi-objective: "none"
     if cfg.train.max_steps:  # epochs per step depend on the data; evaluate every rung
         return list(fractions)
     return [f for f in fractions if f * cfg.train.epochs >= plan.prune_after - 1e-6]
@@ -216,7 +214,7 @@ def _make_callback(trial: optuna.Trial, plan: SearchPlan, deadline: Optional[flo
             trial.report(float(metrics[metric]), reported[0])
             settled = float(metrics.get("epoch", 0.0)) >= plan.prune_after - 1e-6
             if settled and not last:
-                if JUDGED_FROM not in trial.user_attrs:  # the pruner judges every rung passed so far here
+                if JUDGED_FROM not in trial.user_attrs:  # its first judgement: on the rung whose window it is in
                     trial.set_user_attr(JUDGED_FROM, reported[0])
                 prune = trial.should_prune()
         prune, stop = distributed.agree(prune, stop)
