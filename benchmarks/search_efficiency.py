@@ -19,7 +19,8 @@ subset, training seed and sampler seed, shared by the arms so they are paired) a
     python benchmarks/search_efficiency.py --combine runs/bench-search-s1 runs/bench-search-s2 ...
 
 Whether pruning can pay on a task depends on how well early evaluations rank the trials; ``--curves`` measures
-that on the unpruned arms of finished runs.
+that on the unpruned arms of finished runs, and ``--replay`` runs their recorded trials through each of pretune's
+pruners to estimate what it would save.
 """
 
 from __future__ import annotations
@@ -251,6 +252,77 @@ def curves(dirs: list[str], fractions=(0.1, 0.2, 1 / 3, 0.5)) -> dict:
     return {"runs": runs, "mean_spearman": {k: round(sum(v) / len(v), 2) for k, v in per.items() if v}}
 
 
+REPLAY_RULES = (("none", 0.0), ("median", 0.5), ("hyperband", 0.5), ("asha", 0.0), ("asha", 0.25),
+                ("asha", 0.5), ("asha", 1.0))
+
+
+def replay(dirs: list[str], rules=REPLAY_RULES, within: float = 0.005) -> dict:
+    """What pretune's pruners would have done to the unpruned arms' recorded trials (tpe, random).
+
+    Each rule (pruner, prune_after) runs the trials of every run, in their recorded order, through the search's
+    own pruning step (``runner.judge_evaluation``) on an in-memory study: a trial stops at the first
+    evaluation its pruner cuts, costing the samples it had seen there. An arrival is a complete trial within
+    ``within`` of its seed's overall best (any arm, as summed up by the seed's last run given). Samples per
+    kept arrival, pooled over the runs, estimates a search's samples to its first arrival if its trials were
+    drawn alike; the ratio to "none" is what the pruner saves. It cannot say what a real pruned search gains
+    from the trials its saved budget buys, nor how the sampler would react to the cuts. The recorded trials
+    evaluate every ``eval_every`` steps, not at the rungs, so the pruner reads them within each rung's window
+    but not exactly at it.
+    """
+    from types import SimpleNamespace
+
+    import optuna
+
+    from pretune.search.factories import make_pruner
+    from pretune.search.runner import judge_evaluation
+
+    reports = {d: json.loads((Path(d) / "search_efficiency.json").read_text()) for d in dirs}
+    # One seed's arms may lie in several runs chained by --previous: the last one given sets the seed's bar.
+    best_of_seed = {r["settings"]["seed"]: r["summary"]["overall_best"] for r in reports.values()}
+    runs = []
+    for d, report in reports.items():
+        best = best_of_seed[report["settings"]["seed"]]
+        for arm in ("tpe", "random"):
+            table = Path(d) / arm / "trials.json"
+            if not table.exists():
+                continue
+            trials = []
+            for t in json.loads(table.read_text()):
+                metrics = Path(d) / arm / "trials" / f"{t['number']:04d}" / "metrics.jsonl"
+                lines = metrics.read_text().splitlines() if metrics.exists() else []
+                trials.append((t, [e for e in map(json.loads, lines) if e.get("type") == "eval"]))
+            runs.append((f"{d}:{arm}", best, trials))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    out = {"runs": [name for name, *_ in runs], "within": within, "rules": {}}
+    for pruner, prune_after in rules:
+        plan = SimpleNamespace(objectives=[("accuracy", "maximize")], multi=False, prune_after=prune_after)
+        spent = kept = arrivals = 0
+        for _, best, trials in runs:
+            # Hyperband assigns brackets by study name and trial number: the name a search uses by default
+            study = optuna.create_study(study_name="pretune", direction="maximize", pruner=make_pruner(pruner, False))
+            for t, evals in trials:
+                trial, reported, cost = study.ask(), [-1], t["train_samples"]
+                cfg = SimpleNamespace(train=SimpleNamespace(max_steps=None, epochs=t["params.train.epochs"]))
+                cut = next((e for e in evals if judge_evaluation(trial, plan, cfg, e["step"], e, reported)), None)
+                if cut is not None:
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                    cost = cut["samples"]
+                elif t["state"] == "complete":
+                    study.tell(trial, t["accuracy"])
+                else:
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                arrives = t["state"] == "complete" and t["accuracy"] >= best - within
+                spent, arrivals, kept = spent + cost, arrivals + arrives, kept + (arrives and cut is None)
+        out["rules"][pruner if pruner == "none" else f"{pruner}, prune_after {prune_after:g}"] = {
+            "samples": spent, "arrivals_kept": kept, "arrivals": arrivals,
+            "samples_per_arrival": round(spent / kept) if kept else None}
+    base = out["rules"].get("none", {}).get("samples_per_arrival")
+    for rule in out["rules"].values():
+        per = rule["samples_per_arrival"]
+        rule["vs_none"] = round(per / base, 3) if per and base else None
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--budget", type=int, default=20000, help="training samples per arm")
@@ -270,7 +342,13 @@ def main() -> int:
     p.add_argument("--combine", nargs="+", metavar="DIR", help="combine finished runs (one per seed); runs nothing")
     p.add_argument("--curves", nargs="+", metavar="DIR",
                    help="how well early evaluations rank the unpruned arms' trials in finished runs; runs nothing")
+    p.add_argument("--replay", nargs="+", metavar="DIR",
+                   help="run the unpruned arms' recorded trials in finished runs through each pruner; runs nothing")
+    p.add_argument("--within", type=float, default=0.005, help="--replay: how near the best an arrival is")
     args = p.parse_args()
+    if args.replay:
+        print(json.dumps(replay(args.replay, within=args.within), indent=2))
+        return 0
     if args.combine:
         print(json.dumps(combine(args.combine), indent=2))
         return 0

@@ -199,24 +199,38 @@ def progress_step(cfg, step: int, metrics: dict) -> int:
     return max(0, min(PROGRESS_STEPS, round(PROGRESS_STEPS * fraction)))
 
 
+def judge_evaluation(trial: optuna.Trial, plan: SearchPlan, cfg, step: int, metrics: dict,
+                     reported: list[int]) -> bool:
+    """Report one evaluation to the pruner at its place in the trial's schedule; whether the pruner stops it.
+
+    ``reported`` holds the last step reported: two evaluations rounding to one step would drop the second.
+    Only evaluations after ``search.prune_after`` epochs are judged, and never the last one: pruning there
+    would discard a finished trial for no saving. ``benchmarks/search_efficiency.py --replay`` runs recorded
+    trials through this.
+    """
+    metric = plan.objectives[0][0]
+    if plan.multi or metric not in metrics:
+        return False
+    reported[0] = max(progress_step(cfg, step, metrics), reported[0] + 1)
+    trial.report(float(metrics[metric]), reported[0])
+    settled = float(metrics.get("epoch", 0.0)) >= plan.prune_after - 1e-6
+    if not settled or _is_last_evaluation(cfg, step, metrics):
+        return False
+    if JUDGED_FROM not in trial.user_attrs:  # its first judgement: on the rung whose window it is in
+        trial.set_user_attr(JUDGED_FROM, reported[0])
+    return trial.should_prune()
+
+
 def _make_callback(trial: optuna.Trial, plan: SearchPlan, deadline: Optional[float], cfg) -> Callable:
     metric = plan.objectives[0][0]
-    reported = [-1]  # the last step reported: two evaluations rounding to one step would drop the second
+    reported = [-1]
 
     def callback(step: int, metrics: dict) -> None:
         samples = int(metrics.get("samples", 0))  # all ranks' rows under torchrun
         trial.set_user_attr("train_samples", samples)
-        # Stopping or pruning at the last evaluation would discard a finished trial for no saving.
-        last = _is_last_evaluation(cfg, step, metrics)
-        prune, stop = False, deadline is not None and time.time() >= deadline and not last
-        if not plan.multi and metric in metrics:
-            reported[0] = max(progress_step(cfg, step, metrics), reported[0] + 1)
-            trial.report(float(metrics[metric]), reported[0])
-            settled = float(metrics.get("epoch", 0.0)) >= plan.prune_after - 1e-6
-            if settled and not last:
-                if JUDGED_FROM not in trial.user_attrs:  # its first judgement: on the rung whose window it is in
-                    trial.set_user_attr(JUDGED_FROM, reported[0])
-                prune = trial.should_prune()
+        # Stopping at the last evaluation would discard a finished trial for no saving.
+        stop = deadline is not None and time.time() >= deadline and not _is_last_evaluation(cfg, step, metrics)
+        prune = judge_evaluation(trial, plan, cfg, step, metrics, reported)
         prune, stop = distributed.agree(prune, stop)
         if stop:
             raise BudgetStop(BUDGET_STOP)
