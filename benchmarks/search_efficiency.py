@@ -220,6 +220,21 @@ def combine(dirs: list[str]) -> dict:
                                       for k, (a, b, c) in pooled.items()}}
 
 
+def recorded_arms(d: str) -> dict[str, list[tuple[dict, list[dict]]]]:
+    """The unpruned arms (tpe, random) of a finished run: each trial's row of trials.json and its evaluations."""
+    arms = {}
+    for arm in ("tpe", "random"):
+        table = Path(d) / arm / "trials.json"
+        if not table.exists():
+            continue
+        arms[arm] = []
+        for t in json.loads(table.read_text()):
+            metrics = Path(d) / arm / "trials" / f"{t['number']:04d}" / "metrics.jsonl"
+            lines = metrics.read_text().splitlines() if metrics.exists() else []
+            arms[arm].append((t, [e for e in map(json.loads, lines) if e.get("type") == "eval"]))
+    return arms
+
+
 def curves(dirs: list[str], fractions=(0.1, 0.2, 1 / 3, 0.5)) -> dict:
     """How well a trial's early evaluation ranks it: the rank correlation (Spearman) between each unpruned trial's
     accuracy (and eval loss, negated) at its first evaluation at or past a fraction of its schedule and its
@@ -230,17 +245,8 @@ def curves(dirs: list[str], fractions=(0.1, 0.2, 1 / 3, 0.5)) -> dict:
     per: dict[str, list[float]] = {f"{key}@{f:.2f}": [] for f in fractions for key in ("accuracy", "-loss")}
     runs = 0
     for d in dirs:
-        for arm in ("tpe", "random"):
-            table = Path(d) / arm / "trials.json"
-            if not table.exists():
-                continue
-            rows = []
-            for t in json.loads(table.read_text()):
-                if t["state"] != "complete":
-                    continue
-                lines = (Path(d) / arm / "trials" / f"{t['number']:04d}" / "metrics.jsonl").read_text().splitlines()
-                evals = [e for e in map(json.loads, lines) if e.get("type") == "eval"]
-                rows.append((t["params.train.epochs"], evals, t["accuracy"]))
+        for trials in recorded_arms(d).values():
+            rows = [(t["params.train.epochs"], evals, t["accuracy"]) for t, evals in trials if t["state"] == "complete"]
             if len(rows) < 5:
                 continue
             runs += 1
@@ -279,19 +285,8 @@ def replay(dirs: list[str], rules=REPLAY_RULES, within: float = 0.005) -> dict:
     reports = {d: json.loads((Path(d) / "search_efficiency.json").read_text()) for d in dirs}
     # One seed's arms may lie in several runs chained by --previous: the last one given sets the seed's bar.
     best_of_seed = {r["settings"]["seed"]: r["summary"]["overall_best"] for r in reports.values()}
-    runs = []
-    for d, report in reports.items():
-        best = best_of_seed[report["settings"]["seed"]]
-        for arm in ("tpe", "random"):
-            table = Path(d) / arm / "trials.json"
-            if not table.exists():
-                continue
-            trials = []
-            for t in json.loads(table.read_text()):
-                metrics = Path(d) / arm / "trials" / f"{t['number']:04d}" / "metrics.jsonl"
-                lines = metrics.read_text().splitlines() if metrics.exists() else []
-                trials.append((t, [e for e in map(json.loads, lines) if e.get("type") == "eval"]))
-            runs.append((f"{d}:{arm}", best, trials))
+    runs = [(f"{d}:{arm}", best_of_seed[report["settings"]["seed"]], trials)
+            for d, report in reports.items() for arm, trials in recorded_arms(d).items()]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = {"runs": [name for name, *_ in runs], "within": within, "rules": {}}
     for pruner, prune_after in rules:
