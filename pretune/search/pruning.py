@@ -71,7 +71,7 @@ class ScheduleHalvingPruner(optuna.pruners.BasePruner):
             values = [v[1] for t in peers if t.number != trial.number
                       and (v := value_at(t, rung, rung * eta)) is not None]
             values = sorted([*values, mine], reverse=maximize)
-            bar = values[max(1, len(values) // self.reduction_factor) - 1]
+            bar = values[max(1, len(values) // eta) - 1]
             if (mine < bar) if maximize else (mine > bar):
                 return True
         return False
