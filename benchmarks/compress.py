@@ -91,9 +91,9 @@ def verdicts(results: dict) -> list[str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from pretune.cli import quiet_libraries
+    from pretune.cli.logs import configure_logging
 
-    quiet_libraries()
+    configure_logging()
     from pretune.compress import compress
     from pretune.config import CompressConfig
 
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
 
 def report(args, argv, results: dict, model, started: float) -> int:
     """Print the table and the target verdicts; write OUTPUT/summary.md."""
-    from pretune.compress.cli import format_table
+    from pretune.cli.compress import format_table
 
     table = format_table(results)
     lines = verdicts(results)

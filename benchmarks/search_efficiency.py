@@ -280,6 +280,7 @@ def replay(dirs: list[str], rules=REPLAY_RULES, within: float = 0.005) -> dict:
     import optuna
 
     from pretune.search.factories import make_pruner
+    from pretune.search.pruning import GracePeriod
     from pretune.search.runner import judge_evaluation
 
     reports = {d: json.loads((Path(d) / "search_efficiency.json").read_text()) for d in dirs}
@@ -289,14 +290,20 @@ def replay(dirs: list[str], rules=REPLAY_RULES, within: float = 0.005) -> dict:
             for d, report in reports.items() for arm, trials in recorded_arms(d).items()]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = {"runs": [name for name, *_ in runs], "within": within, "rules": {}}
+    # Each trial's epochs are its own parameter, as in the search, so that the pruner places its grace period.
+    epochs = optuna.distributions.CategoricalDistribution(sorted({t["params.train.epochs"]
+                                                                 for *_, trials in runs for t, _ in trials}))
     for pruner, prune_after in rules:
-        plan = SimpleNamespace(objectives=[("accuracy", "maximize")], multi=False, prune_after=prune_after)
+        plan = SimpleNamespace(objectives=[("accuracy", "maximize")], multi=False)
+        grace = GracePeriod(prune_after, epochs=1.0)
         spent = kept = arrivals = 0
         for _, best, trials in runs:
             # Hyperband assigns brackets by study name and trial number: the name a search uses by default
-            study = optuna.create_study(study_name="pretune", direction="maximize", pruner=make_pruner(pruner, False))
+            study = optuna.create_study(study_name="pretune", direction="maximize",
+                                        pruner=make_pruner(pruner, False, grace))
             for t, evals in trials:
-                trial, reported, cost = study.ask(), [-1], t["train_samples"]
+                study.enqueue_trial({"train.epochs": t["params.train.epochs"]})
+                trial, reported, cost = study.ask({"train.epochs": epochs}), [-1], t["train_samples"]
                 cfg = SimpleNamespace(train=SimpleNamespace(max_steps=None, epochs=t["params.train.epochs"]))
                 cut = next((e for e in evals if judge_evaluation(trial, plan, cfg, e["step"], e, reported)), None)
                 if cut is not None:
@@ -355,9 +362,10 @@ def main() -> int:
         shutil.rmtree(out)
     train = subset(SST2 / "train.tsv", out / "data" / "train.csv", args.train_rows, args.seed)
     dev = subset(SST2 / "dev.tsv", out / "data" / "dev.csv", args.eval_rows, args.seed)
-    from pretune.cli import quiet_libraries
-    from pretune.utils import atomic_path
-    quiet_libraries()
+    from pretune.cli.logs import configure_logging, quiet_optuna
+    from pretune.files import atomic_path
+    configure_logging()
+    quiet_optuna()
     arms = json.loads(Path(args.previous).read_text())["trials"] if args.previous else {}
     for arm in args.arms.split(","):
         started = time.time()

@@ -54,7 +54,7 @@ def matmul_rate(threads: int, seconds: float = 3.0) -> float:
 
 def load_data(args):
     from pretune.config import DataConfig
-    from pretune.data import load_task_data
+    from pretune.tasks import load_task_data
     from pretune.models import load_tokenizer, packaged_minilm
 
     folder = args.model or packaged_minilm()
@@ -70,7 +70,7 @@ def non_embedding_params(model) -> int:
 
 def worker_pretune(args) -> dict:
     from pretune.config import config_from_dict
-    from pretune.finetune import fit
+    from pretune.jobs.fit import fit
 
     folder, _, _ = load_data(args)
     out = Path(args.workdir) / f"pretune-{time.time_ns()}"

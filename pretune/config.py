@@ -20,7 +20,6 @@ import yaml
 
 from .errors import ConfigError
 
-TASKS = ("classification", "regression")
 METHODS = ("full", "freeze", "bitfit", "lora")
 SCHEDULES = ("linear", "cosine", "constant")
 
@@ -258,7 +257,9 @@ def _check_values(cfg: RunConfig, errors: list[str]) -> None:
         if value < 0 or (value == 0 and not allow_zero):
             errors.append(f"{key}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
 
-    choice("data.task", cfg.data.task, TASKS)
+    from .tasks import names as task_names  # the registry sits above the config; torch-free to import
+
+    choice("data.task", cfg.data.task, task_names())
     choice("method.name", cfg.method.name, METHODS)
     choice("train.schedule", cfg.train.schedule, SCHEDULES)
     for key in ("train.lr", "train.batch_size", "train.eval_batch_size", "train.grad_accum",
@@ -385,3 +386,43 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if overrides:
         data = merge(data, parse_overrides(overrides))
     return config_from_dict(data)
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
+    """The dotted keys (``train.lr``) whose values differ between two config dicts, less ``ignore``d ones."""
+    keys = []
+    for section in sorted(set(old) | set(new)):
+        a, b = old.get(section), new.get(section)
+        if isinstance(a, dict) or isinstance(b, dict):
+            a, b = a or {}, b or {}
+            keys += [f"{section}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            keys.append(section)
+    return [k for k in keys if k not in ignore and k.split(".")[0] not in ignore]
+
+
+def as_config(cfg: RunConfig | dict | str | Path | None) -> RunConfig:
+    """A ``RunConfig`` from a ``RunConfig``, a dict of sections, a YAML path, or None (the defaults)."""
+    if cfg is None:
+        return RunConfig()
+    if isinstance(cfg, RunConfig):
+        return cfg
+    if isinstance(cfg, dict):
+        return config_from_dict(cfg)
+    return load_config(cfg)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+
+
+def parse_duration(text: str | int | float | None) -> float | None:
+    """'90s', '6m', '1h', '1.5h' or a number of seconds -> seconds."""
+    if text is None:
+        return None
+    if isinstance(text, (int, float)):
+        return float(text)
+    m = _DURATION.match(str(text))
+    if not m:
+        raise ValueError(f"cannot read duration {text!r}: use e.g. 90s, 6m, 1h")
+    value, unit = float(m.group(1)), m.group(2) or "s"
+    return value * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]

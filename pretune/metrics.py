@@ -1,4 +1,4 @@
-"""Task metrics from predictions: classification and regression."""
+"""Metrics from predictions, shared by the tasks that use them (``pretune.tasks``)."""
 
 from __future__ import annotations
 
@@ -43,17 +43,6 @@ def regression_metrics(pred: np.ndarray, gold: np.ndarray) -> dict[str, float]:
         "pearson": 0.0 if constant else float(pearsonr(pred, gold)[0]),
         "spearman": 0.0 if constant else float(spearmanr(pred, gold)[0]),
     }
-
-
-def compute_metrics(task: str, outputs: np.ndarray, gold: np.ndarray, num_labels: int) -> dict[str, float]:
-    """``outputs`` are logits (N, C) for classification or predictions (N,) / (N, 1) for regression."""
-    if task == "regression":
-        return regression_metrics(np.asarray(outputs).reshape(-1), gold)
-    return classification_metrics(np.asarray(outputs).argmax(-1), gold, num_labels)
-
-
-def default_metric(task: str) -> str:
-    return "pearson" if task == "regression" else "accuracy"
 
 
 def higher_is_better(metric: str) -> bool:

@@ -31,7 +31,7 @@ def test_example_columns_match_the_shared_data(name, classes, monkeypatch):
     monkeypatch.setenv("PRETUNE_DATA", str(SHARED_DATA))
     cfg = load_config(EXAMPLES / f"{name}.yaml")
     assert Path(cfg.data.train).is_file()
-    ex, _ = read_examples(cfg.data.eval, cfg.data.text, cfg.data.text_pair, cfg.data.label)
+    ex = read_examples(cfg.data.eval, cfg.data.text, cfg.data.text_pair, cfg.data.label)
     assert len(set(ex.labels)) == classes and all(ex.texts)
     assert (ex.pairs is not None) == (name == "mrpc")
 

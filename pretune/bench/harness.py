@@ -13,11 +13,8 @@ Threads are fixed for every runtime, so numbers compare.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,9 +22,8 @@ from typing import Optional
 
 import numpy as np
 
+from .. import files
 from ..errors import PretuneError
-
-RESULT_FILE = "bench.json"
 
 
 @dataclass
@@ -102,9 +98,9 @@ def load_eval(path: str, tokenizer, config, text: str, text_pair: Optional[str],
               max_samples: Optional[int] = None, seed: int = 0):
     """Tokenize a labelled eval file against the labels the model was trained for; (Encoded, TaskSpec)."""
     from ..config import DataConfig
-    from ..data import load_labelled
-    from ..data.dataset import subsample
+    from ..data import subsample
     from ..models import spec_of
+    from ..tasks import load_labelled
 
     spec = spec_of(config)
     cfg = DataConfig(text=text, text_pair=text_pair, label=label, max_length=max_length)
@@ -119,8 +115,9 @@ def load_eval(path: str, tokenizer, config, text: str, text_pair: Optional[str],
 def measure(model_dir: str | os.PathLike, data: str, *, text: str = "text", text_pair: Optional[str] = None,
             label: str = "label", cfg: Optional[BenchConfig] = None) -> dict:
     """Benchmark ``model_dir`` in this process; see ``bench`` for the arguments and result."""
-    from ..metrics import compute_metrics, default_metric
-    from .runtimes import load_runner, read_manifest, weights_size_bytes
+    from .. import tasks
+    from ..compress.formats import read_manifest
+    from .runtimes import load_runner, weights_size_bytes
 
     cfg = cfg or BenchConfig()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -133,14 +130,15 @@ def measure(model_dir: str | os.PathLike, data: str, *, text: str = "text", text
         return {"model": str(model_dir), "backend": runner.backend, "threads": cfg.threads,
                 "latency_ms": _latency(runner, enc, pad_id, cfg), "environment": _environment()}
     logits, seconds = _eval_pass(runner, enc, pad_id, cfg.batch_size)
-    metrics = compute_metrics(spec.task, logits, enc.labels, spec.num_labels)
+    task = tasks.get(spec.task)
+    metrics = task.metrics(logits, enc.labels, spec)
     latency = _latency(runner, enc, pad_id, cfg)
     peak = _rss_mb("VmHWM")
     folder = Path(model_dir)
     return {
         "model": str(folder), "format": read_manifest(folder).get("format"), "backend": runner.backend,
         "threads": cfg.threads,
-        "eval": {"file": str(data), "rows": len(enc), "metric": default_metric(spec.task), "metrics": metrics},
+        "eval": {"file": str(data), "rows": len(enc), "metric": task.default_metric, "metrics": metrics},
         "latency_ms": latency,
         "throughput": {"batch_size": cfg.batch_size, "samples_per_s": len(enc) / max(seconds, 1e-9),
                        "order": "length-sorted batches"},
@@ -188,8 +186,8 @@ def bench(model_dir: str | os.PathLike, data: str, *, text: str = "text", text_p
     Raises:
         ModelError: not a model folder. DataError: bad eval file. PretuneError: the worker failed.
     """
+    from ..compress.formats import read_manifest
     from ..models import check_model_folder
-    from .runtimes import read_manifest
 
     cfg = cfg or BenchConfig()
     folder = Path(model_dir)
@@ -200,8 +198,7 @@ def bench(model_dir: str | os.PathLike, data: str, *, text: str = "text", text_p
     else:
         result = measure(folder, data, text=text, text_pair=text_pair, label=label, cfg=cfg)
     if output is not None:
-        from ..utils import write_json
-        write_json(Path(output) / RESULT_FILE, result)
+        files.write_json(Path(output) / files.BENCH, result)
     return result
 
 
@@ -247,23 +244,16 @@ def latency_rounds(folders: dict[str, str | os.PathLike], data: str, *, rounds: 
 
 
 def _measure_in_subprocess(folder: Path, data: str, text, text_pair, label, cfg: BenchConfig) -> dict:
-    args = {"model_dir": str(folder), "data": str(data), "text": text, "text_pair": text_pair, "label": label,
-            "cfg": asdict(cfg)}
-    env = dict(os.environ, OMP_NUM_THREADS=str(cfg.threads), MKL_NUM_THREADS=str(cfg.threads),
-               TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
-    proc = subprocess.run([sys.executable, "-m", "pretune.bench.worker", json.dumps(args)], env=env,
-                          capture_output=True, text=True)
-    from .. import errors
+    from ..workers import call
 
-    lines = proc.stdout.strip().splitlines()
-    try:
-        out = json.loads(lines[-1]) if lines else None
-    except json.JSONDecodeError:
-        out = None
-    if proc.returncode == 2 and isinstance(out, dict) and "error" in out:
-        raise getattr(errors, out["type"], PretuneError)(out["error"])
-    if proc.returncode != 0 or not isinstance(out, dict):
-        tail = [ln for ln in (proc.stdout + proc.stderr).strip().splitlines() if ln.strip()]
-        raise PretuneError(f"benchmark of {folder} failed (exit {proc.returncode}): "
-                           f"{tail[-1] if tail else 'no output'}")
-    return out
+    payload = {"model_dir": str(folder), "data": str(data), "text": text, "text_pair": text_pair, "label": label,
+               "cfg": asdict(cfg)}
+    threads = {"OMP_NUM_THREADS": str(cfg.threads), "MKL_NUM_THREADS": str(cfg.threads)}
+    return call("bench", payload, env=threads, what=f"benchmark of {folder}")
+
+
+def measure_job(payload: dict) -> dict:
+    """The ``bench`` worker job (``pretune.workers``): ``measure`` on a JSON payload."""
+    args = dict(payload)
+    cfg = BenchConfig(**args.pop("cfg"))
+    return measure(args.pop("model_dir"), args.pop("data"), cfg=cfg, **args)

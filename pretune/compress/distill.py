@@ -16,11 +16,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .. import tasks
 from ..config import TrainConfig
-from ..data import TaskSpec
 from ..errors import ConfigError
 from ..models import encoder_layers
-from ..train import model_inputs, task_loss
+from ..tasks import TaskSpec
+from ..train import model_inputs
 from .registry import Context, register
 
 
@@ -40,6 +41,7 @@ def distill_loss(teacher: nn.Module, spec: TaskSpec, temperature: float, alpha: 
     for p in teacher.parameters():
         p.requires_grad_(False)
     hidden = hidden_weight > 0 and layer_map is not None
+    task = tasks.get(spec.task)
 
     def loss_fn(student: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         inputs = model_inputs(batch)
@@ -47,12 +49,7 @@ def distill_loss(teacher: nn.Module, spec: TaskSpec, temperature: float, alpha: 
             t_out = teacher(**inputs, output_hidden_states=hidden)
         s_out = student(**inputs, output_hidden_states=hidden)
         s, t = s_out.logits.float(), t_out.logits.float()  # (B, C)
-        if spec.task == "regression":
-            soft = F.mse_loss(s, t)
-        else:
-            soft = F.kl_div(F.log_softmax(s / temperature, -1), F.log_softmax(t / temperature, -1),
-                            reduction="batchmean", log_target=True) * temperature ** 2
-        loss = alpha * soft + (1 - alpha) * task_loss(s, batch["labels"], spec.task)
+        loss = alpha * task.soft_loss(s, t, temperature) + (1 - alpha) * task.loss(s, batch["labels"])
         if hidden:
             mask = batch["attention_mask"].unsqueeze(-1).float()  # (B, T, 1): padding does not count
             for j, i in enumerate(layer_map):
@@ -111,7 +108,7 @@ def _mean(values: list[float]) -> Optional[float]:
     return sum(values) / len(values) if values else None
 
 
-@register("distill")
+@register("distill", trains=True)
 def distill(ctx: Context, out: Path) -> dict:
     """Student from every other teacher layer (or ``student_layers``), distilled on the training rows."""
     cfg = ctx.cfg
@@ -124,7 +121,7 @@ def distill(ctx: Context, out: Path) -> dict:
     train_with(ctx, student, cfg.distill_steps, loss_fn)
     student.save_pretrained(str(out))
     ctx.save_tokenizer(out)
-    from ..bench.runtimes import write_manifest
+    from .formats import write_manifest
     write_manifest(out, format="hf", method="distill", source=str(ctx.source), teacher_layers=keep)
     k = max(1, min(10, len(losses) // 4))
     return {"student_layers": keep, "teacher_layers": len(layers), "steps": len(losses),

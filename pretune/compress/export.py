@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import os
 import warnings
 from pathlib import Path
@@ -51,18 +50,11 @@ def in_folder(path: Path):
 
 @contextlib.contextmanager
 def quiet():
-    """Silence warnings, library loggers and stray prints from exporters and quantizers."""
-    loggers = [logging.getLogger(n) for n in ("onnxruntime", "onnx", "torch", "root", "")]
-    levels = [lg.level for lg in loggers]
+    """Silence warnings and stray prints from exporters and quantizers (their log records are left to the
+    application's logging set-up: the CLI shows libraries' warnings and errors only)."""
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        try:
-            yield
-        finally:
-            for lg, level in zip(loggers, levels):
-                lg.setLevel(level)
+        yield
 
 
 def sample_batch(enc: Encoded, pad_id: int, rows: int = 2) -> dict[str, torch.Tensor]:

@@ -19,11 +19,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..bench.runtimes import write_manifest
+from .formats import write_manifest
 from ..data import collate, epoch_batches
 from ..errors import PretuneError
 from ..models import encoder_layers
-from ..train import model_inputs, task_loss
+from .. import tasks
+from ..train import model_inputs
 from .distill import distill_loss, train_with
 from .registry import Context, register
 
@@ -46,7 +47,7 @@ def _encoder_linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.startswith(prefix + ".")]
 
 
-@register("prune-magnitude")
+@register("prune-magnitude", trains=True)
 def prune_magnitude(ctx: Context, out: Path) -> dict:
     """Zero the ``sparsity`` fraction of smallest encoder Linear weights (global ranking), then recover.
 
@@ -86,7 +87,7 @@ def _taylor_scores(ctx: Context, model: nn.Module) -> tuple[list[torch.Tensor], 
     for rows in batches:
         batch = collate(ctx.train, rows, ctx.pad_id)
         logits = model(**model_inputs(batch)).logits
-        task_loss(logits, batch["labels"], ctx.spec.task).backward()
+        tasks.get(ctx.spec.task).loss(logits, batch["labels"]).backward()
     heads, neurons = [], []
     for layer in layers:
         mods = dict(layer.named_modules())
@@ -135,7 +136,7 @@ def linear_shapes(model: nn.Module) -> dict[str, list[int]]:
     return {n: [m.out_features, m.in_features] for n, m in _encoder_linears(model)}
 
 
-@register("prune-structured")
+@register("prune-structured", trains=True)
 def prune_structured(ctx: Context, out: Path) -> dict:
     """Remove ``head_fraction`` of the heads and ``ffn_fraction`` of the FFN neurons per layer, then recover."""
     cfg = ctx.cfg

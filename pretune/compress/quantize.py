@@ -9,12 +9,19 @@ from typing import Optional
 import numpy as np
 from torch import nn
 
-from ..bench.runtimes import int8_linear_names, save_torch_int8, write_manifest
-from ..errors import PretuneError
+from ..errors import PretuneError, require
 from . import export as ex
+from . import formats
+from .formats import int8_linear_names, read_manifest, save_torch_int8, write_manifest
 from .registry import Context, register
 
 ONNX_FILE = "model.onnx"
+
+
+def _need_onnx(method: str) -> None:
+    """A one-line error naming the extra when the ONNX packages are missing."""
+    for module in ("onnx", "onnxruntime"):
+        require(module, "onnx", f"compress method {method}")
 
 
 def _finish_onnx_variant(ctx: Context, out: Path, method: str, **facts) -> None:
@@ -69,6 +76,7 @@ def _node_names(path: Path, patterns: Optional[list[str]]) -> list[str]:
 @register("onnx")
 def onnx_fp32(ctx: Context, out: Path) -> dict:
     """fp32 ONNX export (fused for ONNX Runtime when possible), checked against PyTorch."""
+    _need_onnx("onnx")
     with tempfile.TemporaryDirectory() as tmp:
         path, facts = _export_fp32(ctx, Path(tmp), ctx.cfg.ort_optimize)
         path.replace(out / ONNX_FILE)
@@ -79,13 +87,11 @@ def onnx_fp32(ctx: Context, out: Path) -> dict:
 @register("int8-dynamic-torch")
 def int8_dynamic_torch(ctx: Context, out: Path) -> dict:
     """PyTorch dynamic int8: Linear weights in int8, activations quantized per call."""
-    from ..bench import runtimes
-
     model = ctx.copy_model().eval()
     keep = ctx.cfg.keep_fp32 or []
     names = {name for name, mod in model.named_modules()
              if isinstance(mod, nn.Linear) and not any(k in name for k in keep)}
-    qmodel = runtimes.TORCH_INT8_BACKEND(model, names, ctx.cfg.per_channel)
+    qmodel = formats.TORCH_INT8_BACKEND(model, names, ctx.cfg.per_channel)
     quantized = int8_linear_names(qmodel)
     if not quantized:
         raise PretuneError("no Linear layer was quantized; check compress.keep_fp32")
@@ -96,17 +102,13 @@ def int8_dynamic_torch(ctx: Context, out: Path) -> dict:
 
 
 def _annotate_manifest(out: Path, **fields) -> None:
-    import json
-
-    path = out / "pretune_variant.json"
-    data = json.loads(path.read_text())
-    data.update(fields)
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    write_manifest(out, **{**read_manifest(out), **fields})
 
 
 @register("int8-dynamic-ort")
 def int8_dynamic_ort(ctx: Context, out: Path) -> dict:
     """ONNX Runtime dynamic int8 on the fused graph (int8 weights; activations quantized per call)."""
+    _need_onnx("int8-dynamic-ort")
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -149,9 +151,10 @@ class _Calibration:
         self.i = 0
 
 
-@register("int8-static-ort")
+@register("int8-static-ort", needs_rows=True)
 def int8_static_ort(ctx: Context, out: Path) -> dict:
     """ONNX Runtime static int8 (QDQ): activation ranges calibrated on training rows."""
+    _need_onnx("int8-static-ort")
     import onnx
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quant_pre_process,
                                           quantize_static)

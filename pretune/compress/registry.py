@@ -17,29 +17,53 @@ from typing import Callable, Optional
 from torch import nn
 
 from ..config import CompressConfig
-from ..data import Encoded, TaskSpec
+from ..data import Encoded
+from ..tasks import TaskSpec
 from ..errors import ConfigError
 
 MethodFn = Callable[["Context", Path], dict]
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    trains: bool = False  # runs optimizer steps (recovery, distillation): minutes, not seconds
+    needs_rows: bool = False  # needs training rows (calibration, importance scores, training)
+
+
+# The one list of methods: name -> function, in registration order; and what each needs.
 METHODS: dict[str, MethodFn] = {}
-# Default running order: quick, training-free methods first, so their results exist early.
-ORDER = ("onnx", "int8-dynamic-torch", "int8-dynamic-ort", "int8-static-ort", "prune-magnitude",
-         "prune-structured", "distill")
+INFO: dict[str, MethodInfo] = {}
 
 
-def register(name: str):
-    """Decorator: register ``fn`` as compression method ``name``."""
+def register(name: str, *, trains: bool = False, needs_rows: bool = False):
+    """Decorator: register ``fn`` as compression method ``name``.
+
+    Args:
+        trains: the method runs optimizer steps (a budgeted run leaves it out when time is short).
+        needs_rows: the method needs training rows (``--train``).
+    """
     def deco(fn: MethodFn) -> MethodFn:
         METHODS[name] = fn
+        INFO[name] = MethodInfo(trains=trains, needs_rows=needs_rows or trains)
         return fn
     return deco
 
 
+def info(name: str) -> MethodInfo:
+    return INFO.get(name, MethodInfo())
+
+
+def method_names(*, trains: Optional[bool] = None) -> list[str]:
+    """Every method in running order (training-free ones first, so their results exist early);
+    with ``trains``, only the methods that do (or do not) train."""
+    names = sorted(METHODS, key=lambda n: info(n).trains)  # stable: registration order within each group
+    return [n for n in names if trains is None or info(n).trains == trains]
+
+
 def resolve(names: Optional[list[str]]) -> list[str]:
-    """The methods to run, in registry order when ``names`` is None; unknown names list the valid ones."""
+    """The methods to run, in running order when ``names`` is None; unknown names list the valid ones."""
     if not names:
-        rank = {n: i for i, n in enumerate(ORDER)}
-        return sorted(METHODS, key=lambda n: rank.get(n, len(rank)))
+        return method_names()
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         raise ConfigError(f"unknown compression method(s) {', '.join(map(repr, unknown))}; choose from "

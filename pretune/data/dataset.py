@@ -1,16 +1,10 @@
-"""From tables to training batches: labels, task, splits, tokenization cache, batching.
+"""Rows of text read from a table and checked, and the seeded splits and subsets of a data set.
 
-``load_task_data`` turns a ``DataConfig`` into tokenized train and eval sets with
-a ``TaskSpec``. Tokenization is done once per (file, columns, tokenizer,
-max_length) and cached as plain arrays (no pickle). Batches are padded to their
-longest row only; ``LengthGroupedBatches`` groups rows of similar length so
-little of each batch is padding, with a deterministic order per (seed, epoch)
-that resume can reproduce.
+What the labels mean (classes, numbers, ...) is the task's business (``pretune.tasks``).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -19,18 +13,6 @@ import numpy as np
 
 from ..errors import DataError
 from .readers import Table, is_missing, read_table
-
-
-@dataclass
-class TaskSpec:
-    """What the model predicts: ``classification`` with ``labels`` names, or ``regression``."""
-
-    task: str
-    labels: list[str]  # class names in id order; empty for regression
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.labels) if self.task == "classification" else 1
 
 
 @dataclass
@@ -58,83 +40,15 @@ def _text_column(table: Table, name: str, role: str, flag: str) -> list[str]:
     return out
 
 
-def read_examples(path: str | Path, text: str = "text", text_pair: str | None = None,
-                  label: str | None = "label") -> tuple[Examples, Table]:
-    """Read and check the text columns of a file; labels are returned raw (converted later)."""
-    table = read_table(path)
+def read_examples(source: str | Path | Table, text: str = "text", text_pair: str | None = None,
+                  label: str | None = "label") -> Examples:
+    """Read and check the text columns of a file (or a table already read); labels are returned raw, for the
+    task to check and convert."""
+    table = source if isinstance(source, Table) else read_table(source)
     texts = _text_column(table, text, "text", "--text")
     pairs = _text_column(table, text_pair, "text pair", "--text-pair") if text_pair else None
     labels = list(table.column(label, "label", "--label")) if label else None
-    return Examples(texts, pairs, labels, str(path)), table
-
-
-def _as_float(v: Any) -> float | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, (int, float)):
-        return float(v)
-    if isinstance(v, str):
-        try:
-            return float(v.strip())
-        except ValueError:
-            return None
-    return None
-
-
-def infer_task(labels: list[Any]) -> str:
-    """Regression when every label is a number and some are not whole numbers."""
-    floats = [_as_float(v) for v in labels if not is_missing(v)]
-    if floats and all(f is not None for f in floats) and any(not float(f).is_integer() for f in floats):
-        return "regression"
-    return "classification"
-
-
-def _label_key(v: Any) -> str:
-    """Canonical class name: 1, 1.0 and "1" are the same class."""
-    f = _as_float(v)
-    if f is not None and f.is_integer() and not isinstance(v, bool):
-        return str(int(f))
-    return str(v).strip()
-
-
-def build_spec(labels: list[Any], task: str | None, table: Table, column: str) -> TaskSpec:
-    task = task or infer_task(labels)
-    if task == "regression":
-        return TaskSpec("regression", [])
-    for i, v in enumerate(labels):
-        if is_missing(v) or (isinstance(v, str) and not v.strip()):
-            raise DataError(f"{table.where(i)}, column {column!r}: missing label; every training row needs one")
-    names = sorted({_label_key(v) for v in labels}, key=_sort_key)
-    if len(names) < 2:
-        raise DataError(f"{table.path}, column {column!r}: only one class ({names[0]!r}); "
-                        "classification needs at least two (use --task regression for numbers)")
-    return TaskSpec("classification", names)
-
-
-def _sort_key(name: str) -> tuple:
-    f = _as_float(name)
-    return (0, f, "") if f is not None else (1, 0.0, name)
-
-
-def encode_labels(labels: list[Any], spec: TaskSpec, table: Table, column: str) -> list[Any]:
-    """Class names -> ids, or numbers -> floats; bad values name the file, line and fix."""
-    out: list[Any] = []
-    if spec.task == "regression":
-        for i, v in enumerate(labels):
-            f = _as_float(v)
-            if f is None or math.isnan(f) or math.isinf(f):
-                raise DataError(f"{table.where(i)}, column {column!r}: regression target {v!r} is not a "
-                                "finite number; fix or drop the row")
-            out.append(f)
-        return out
-    index = {name: i for i, name in enumerate(spec.labels)}
-    for i, v in enumerate(labels):
-        key = None if is_missing(v) else _label_key(v)
-        if key not in index:
-            raise DataError(f"{table.where(i)}, column {column!r}: label {v!r} does not occur in the training "
-                            f"data (known: {', '.join(spec.labels)}); fix the label or add training rows for it")
-        out.append(index[key])
-    return out
+    return Examples(texts, pairs, labels, table.path)
 
 
 def stratified_split(labels: list[Any], fraction: float, seed: int, stratify: bool) -> tuple[list[int], list[int]]:

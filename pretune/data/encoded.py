@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-import torch
 
-from ..utils import atomic_path
+from ..files import atomic_path
 
 CACHE_VERSION = "1"
 
@@ -42,9 +41,9 @@ class Encoded:
         return Encoded(self.ids[gather], None if self.type_ids is None else self.type_ids[gather], offsets,
                        None if self.labels is None else self.labels[rows])
 
-    def with_labels(self, labels: Optional[list[Any]], regression: bool) -> "Encoded":
-        arr = None if labels is None else np.asarray(labels, dtype=np.float32 if regression else np.int64)
-        return Encoded(self.ids, self.type_ids, self.offsets, arr)
+    def with_labels(self, labels: Optional[np.ndarray]) -> "Encoded":
+        """The same rows with ``labels`` (one target per row, in the dtype the task's loss takes)."""
+        return Encoded(self.ids, self.type_ids, self.offsets, labels)
 
 
 def _tokenizer_fingerprint(tokenizer) -> str:
@@ -129,8 +128,9 @@ def _tokenize(texts, pairs, tokenizer, max_length) -> Encoded:
 # ----------------------------------------------------------------------------- batching
 
 
-def collate(enc: Encoded, rows: np.ndarray | list[int], pad_id: int) -> dict[str, torch.Tensor]:
+def collate(enc: Encoded, rows: np.ndarray | list[int], pad_id: int) -> dict[str, "torch.Tensor"]:
     """Pad ``rows`` to their longest member. Returns model inputs plus ``labels`` if known."""
+    import torch  # here, not at the top: reading and checking data needs no torch
     rows = np.asarray(rows)
     lengths = enc.lengths[rows]
     width = int(lengths.max())

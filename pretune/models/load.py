@@ -7,9 +7,10 @@ import logging
 import os
 from pathlib import Path
 
+from .. import tasks
 from ..config import ModelConfig
-from ..data import TaskSpec
 from ..errors import ModelError
+from ..tasks import TaskSpec
 
 log = logging.getLogger("pretune")
 
@@ -75,13 +76,19 @@ def load_tokenizer(path: str | os.PathLike, trust_remote_code: bool = False):
     return tok
 
 
+def _auto_class(task: tasks.Task):
+    import transformers
+
+    return getattr(transformers, task.model_class)
+
+
 def load_for_task(cfg: ModelConfig, spec: TaskSpec):
-    """Load ``cfg.path`` as a sequence classifier (or regressor) for ``spec``; returns (model, tokenizer).
+    """Load ``cfg.path`` with the head ``spec``'s task needs; returns (model, tokenizer).
 
     A head whose shape differs from the task's (e.g. a 3-class checkpoint tuned for 2 classes) is
     replaced by a freshly initialised one.
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
     if not cfg.path:
         raise ModelError("no model: pass --model DIR (a Hugging Face model folder)")
@@ -94,24 +101,20 @@ def load_for_task(cfg: ModelConfig, spec: TaskSpec):
             raise ModelError(f"{folder}: the model needs its own code; pass --trust-remote-code "
                              "only if you trust the source") from None
         raise ModelError(f"{folder}: unsupported model config ({msg})") from None
-    if spec.task == "regression":
-        hf_cfg.num_labels, hf_cfg.problem_type = 1, "regression"
-        hf_cfg.id2label, hf_cfg.label2id = {0: "LABEL_0"}, {"LABEL_0": 0}
-    else:
-        hf_cfg.num_labels = len(spec.labels)
-        hf_cfg.problem_type = "single_label_classification"
-        hf_cfg.id2label = dict(enumerate(spec.labels))
-        hf_cfg.label2id = {name: i for i, name in enumerate(spec.labels)}
+    task = tasks.get(spec.task)
+    for key, value in task.head(spec).items():
+        setattr(hf_cfg, key, value)
+    hf_cfg.pretune_task = task.name  # saved in config.json: how predict and bench read the outputs
     tokenizer = load_tokenizer(folder, cfg.trust_remote_code)
     if getattr(hf_cfg, "pad_token_id", None) is None:
         hf_cfg.pad_token_id = tokenizer.pad_token_id
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model = _auto_class(task).from_pretrained(
             str(folder), config=hf_cfg, use_safetensors=None if cfg.allow_pickle else True,
             trust_remote_code=cfg.trust_remote_code, ignore_mismatched_sizes=True)
     except ValueError as e:
-        raise ModelError(f"{folder}: cannot build a sequence classifier for model type "
-                         f"{hf_cfg.model_type!r} ({str(e).splitlines()[0]})") from None
+        raise ModelError(f"{folder}: cannot build a {task.model_class.removeprefix('AutoModelFor')} model for model "
+                         f"type {hf_cfg.model_type!r} ({str(e).splitlines()[0]})") from None
     except OSError as e:
         raise ModelError(f"{folder}: cannot load weights ({str(e).splitlines()[0]})") from None
     return model, tokenizer
@@ -119,20 +122,19 @@ def load_for_task(cfg: ModelConfig, spec: TaskSpec):
 
 def load_finetuned(path: str | os.PathLike, allow_pickle: bool = False, trust_remote_code: bool = False):
     """Load a folder written by ``pretune fit``; returns (model, tokenizer, TaskSpec)."""
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
     folder = check_model_folder(path, allow_pickle)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
+        spec = spec_of(AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code))
+        model = _auto_class(tasks.get(spec.task)).from_pretrained(
             str(folder), use_safetensors=None if allow_pickle else True, trust_remote_code=trust_remote_code)
     except (ValueError, OSError) as e:
-        raise ModelError(f"{folder}: cannot load as a sequence classifier ({str(e).splitlines()[0]})") from None
+        raise ModelError(f"{folder}: cannot load as a fine-tuned model ({str(e).splitlines()[0]})") from None
     model.eval()
-    return model, load_tokenizer(folder, trust_remote_code), spec_of(model.config)
+    return model, load_tokenizer(folder, trust_remote_code), spec
 
 
 def spec_of(hf_cfg) -> TaskSpec:
     """The ``TaskSpec`` a saved model was trained for, from its config."""
-    if hf_cfg.problem_type == "regression" or hf_cfg.num_labels == 1:
-        return TaskSpec("regression", [])
-    return TaskSpec("classification", [hf_cfg.id2label[i] for i in range(hf_cfg.num_labels)])
+    return tasks.spec_from_config(hf_cfg)

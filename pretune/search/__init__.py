@@ -14,23 +14,19 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Callable, Optional
 
-from ..config import RunConfig
+from .. import files
+from .._package import make_package_callable
+from ..config import RunConfig, as_config
 from ..errors import ConfigError
-from ..utils import atomic_path, make_package_callable
 from .plan import SearchPlan, make_plan, open_study
 from .results import SearchResult, collect
 from .runner import TrainFn, budget_left, counts, run_workers, samples_used
 from .space import DEFAULT_SPACE, Param, parse_space, suggest
-from . import distributed
+from . import ranks
 
 log = logging.getLogger("pretune.search")
-
-
-def _as_config(cfg: Any) -> RunConfig:
-    from ..finetune import as_config
-    return as_config(cfg)
 
 
 def progress_line(study, plan: SearchPlan, deadline: Optional[float]) -> str:
@@ -54,13 +50,16 @@ def progress_line(study, plan: SearchPlan, deadline: Optional[float]) -> str:
     return "search: " + ", ".join(parts)
 
 
-def search(cfg: RunConfig | dict | str | Path, *, train_fn: Optional[TrainFn] = None) -> SearchResult:
+def search(cfg: RunConfig | dict | str | Path, *, train_fn: Optional[TrainFn] = None,
+           worker_init: Optional[Callable[[], None]] = None) -> SearchResult:
     """Run (or resume) a hyperparameter search and collect its results.
 
     Args:
         cfg: a ``RunConfig``, dict or YAML path; ``cfg.search`` holds the space, budgets, sampler, pruner,
             storage and workers; ``cfg.output`` is the search folder.
         train_fn: the function that trains one trial, ``fit``-like (default ``pretune.fit``); tests pass fakes.
+        worker_init: a picklable function run first in each spawned worker process (``search.workers > 1``);
+            the CLI sets up the worker's console with it. The library itself leaves logging alone.
 
     Returns:
         SearchResult: best trial, params and model folder (``best/``), all trials, importances, Pareto set.
@@ -69,21 +68,20 @@ def search(cfg: RunConfig | dict | str | Path, *, train_fn: Optional[TrainFn] = 
         ConfigError: bad space, sampler, pruner, objectives or budget; unreachable storage; a study of that
             name with other objectives. Raised before any trial runs.
     """
-    cfg = _as_config(cfg)
+    cfg = as_config(cfg)
     plan = make_plan(cfg)
-    if distributed.world_size() > 1 and plan.workers > 1:
+    if ranks.world_size() > 1 and plan.workers > 1:
         raise ConfigError("search.workers > 1 cannot be combined with torchrun; use one or the other")
     deadline = time.time() + plan.timeout if plan.timeout else None
-    if distributed.rank() == 0:
+    if ranks.rank() == 0:
         open_study(plan, create=True)  # creates it once here, before any worker races to
         plan.output.mkdir(parents=True, exist_ok=True)
-        with atomic_path(plan.output / "config.yaml") as tmp:  # the resolved config beside the results
-            tmp.write_text(cfg.to_yaml())
+        files.write_text(plan.output / files.CONFIG, cfg.to_yaml())  # the resolved config beside the results
         log.info("search: study %r in %s, %d parameters, objectives %s, sampler %s, %d worker(s)",
                  plan.study_name, plan.storage_url.split("@")[-1], len(plan.params),
                  ", ".join(f"{m} ({d})" for m, d in plan.objectives), plan.sampler, plan.workers)
-    run_workers(plan, train_fn, deadline, lambda s: log.info("%s", progress_line(s, plan, deadline)))
-    if distributed.rank() != 0:
+    run_workers(plan, train_fn, deadline, worker_init, lambda s: log.info("%s", progress_line(s, plan, deadline)))
+    if ranks.rank() != 0:
         return SearchResult(plan.output, plan.study_name, "", plan.objectives, None, {}, None, None)
     study = open_study(plan)
     stopped = budget_left(plan, study.get_trials(deepcopy=False), deadline)

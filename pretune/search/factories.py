@@ -13,8 +13,10 @@ from typing import Any, Callable, Iterator, Optional
 
 import optuna
 
+from .. import files
 from ..errors import ConfigError
-from .pruning import PROGRESS_STEPS, ScheduleHalvingPruner, rungs
+from .pruning import (PROGRESS_STEPS, GraceHyperbandPruner, GraceMedianPruner, GracePeriod, ScheduleHalvingPruner,
+                      rungs)
 from .space import Param, grid_values
 
 log = logging.getLogger("pretune.search")
@@ -58,13 +60,13 @@ SAMPLERS: dict[str, Callable[[int, dict[str, Param], bool], optuna.samplers.Base
     "bruteforce": lambda seed, params, multi: optuna.samplers.BruteForceSampler(seed=seed),
 }
 
-PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
+PRUNERS: dict[str, Callable[[GracePeriod], optuna.pruners.BasePruner]] = {
     # ASHA: stop a trial at each rung (1/81, 1/27, 1/9, 1/3 of its schedule) unless in the top 1/3 there.
-    "asha": lambda: ScheduleHalvingPruner(reduction_factor=3),
-    "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=rungs()[0], max_resource=PROGRESS_STEPS,
-                                                        reduction_factor=3),
-    "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
-    "none": lambda: optuna.pruners.NopPruner(),
+    "asha": lambda grace: ScheduleHalvingPruner(reduction_factor=3, grace=grace),
+    "hyperband": lambda grace: GraceHyperbandPruner(grace, min_resource=rungs()[0], max_resource=PROGRESS_STEPS,
+                                                    reduction_factor=3),
+    "median": lambda grace: GraceMedianPruner(grace, n_startup_trials=3, n_warmup_steps=0),
+    "none": lambda grace: optuna.pruners.NopPruner(),
 }
 
 # Where each pruner reads a trial, as fractions of its schedule: trials evaluate there too (runner.trial_config).
@@ -95,8 +97,11 @@ def make_sampler(name: str, seed: int, params: dict[str, Param], multi: bool = F
         return SAMPLERS[name](seed, params, multi)
 
 
-def make_pruner(name: Optional[str], multi: bool) -> optuna.pruners.BasePruner:
+def make_pruner(name: Optional[str], multi: bool, grace: GracePeriod = GracePeriod()) -> optuna.pruners.BasePruner:
     """Build a pruner by name; ``None`` means ASHA, or none for multi-objective studies.
+
+    Args:
+        grace: how long each trial trains before the pruner may judge it.
 
     Raises:
         ConfigError: unknown name, or pruning asked of a multi-objective study (Optuna cannot prune those).
@@ -107,7 +112,7 @@ def make_pruner(name: Optional[str], multi: bool) -> optuna.pruners.BasePruner:
     if multi and name != "none":
         raise ConfigError(f"search.pruner: {name!r} cannot prune a multi-objective study; set search.pruner=none "
                           "or keep one objective")
-    return PRUNERS[name]()
+    return PRUNERS[name](grace)
 
 
 def parse_objectives(objectives: Optional[list[str]], default_metric: str) -> list[tuple[str, str]]:
@@ -141,7 +146,7 @@ def default_storage_url(output: str | Path) -> str:
     """SQLite file ``study.db`` inside the search folder (created if missing)."""
     path = Path(output).resolve()
     path.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path / 'study.db'}"
+    return f"sqlite:///{path / files.STUDY_DB}"
 
 
 def make_storage(url: str, heartbeat: Optional[int]) -> optuna.storages.RDBStorage:

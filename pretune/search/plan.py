@@ -6,19 +6,22 @@ samplers, pruners and storage connections from it.
 
 from __future__ import annotations
 
+import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import optuna
 
+from .. import files
 from ..config import RunConfig
 from ..errors import ConfigError
-from .factories import default_storage_url, make_pruner, make_sampler, make_storage, parse_objectives
+from .factories import default_storage_url, make_pruner, make_sampler, make_storage, parse_objectives, pruner_name
+from .pruning import GracePeriod
 from .space import Param, parse_space
 
+log = logging.getLogger("pretune.search")
 KEEP_MODELS = ("best", "all")
 STUDY_OBJECTIVES_ATTR = "pretune:objectives"
 
@@ -33,7 +36,7 @@ class SearchPlan:
     study_name: str
     sampler: str
     pruner: Optional[str]
-    prune_after: float  # epochs before pruning may stop a trial
+    grace: GracePeriod  # search.prune_after: epochs a trial trains before a pruner may stop it
     n_trials: Optional[int]
     timeout: Optional[float]
     budget_samples: Optional[int]
@@ -52,9 +55,10 @@ class SearchPlan:
 
 
 def default_metric(cfg: RunConfig) -> str:
-    if cfg.train.metric:
-        return cfg.train.metric
-    return "pearson" if cfg.data.task == "regression" else "accuracy"
+    """``train.metric``, else the task's default metric, the task inferred from the labels as ``fit`` infers it."""
+    from .. import tasks
+
+    return cfg.train.metric or tasks.get(tasks.task_of(cfg.data)).default_metric
 
 
 def make_plan(cfg: RunConfig) -> SearchPlan:
@@ -83,32 +87,38 @@ def make_plan(cfg: RunConfig) -> SearchPlan:
     objectives = parse_objectives(s.objectives, default_metric(cfg))
     multi = len(objectives) > 1
     make_sampler(s.sampler, s.seed, params, multi)  # fail now on a bad name, not in a worker
-    make_pruner(s.pruner, multi)
+    grace = GracePeriod(s.prune_after, None if cfg.train.max_steps else cfg.train.epochs)
+    if cfg.train.max_steps and s.prune_after and pruner_name(s.pruner, multi) != "none":
+        log.warning("search.prune_after=%g epochs cannot be placed in a schedule of train.max_steps=%d steps (its "
+                    "epochs depend on the data): trials may be pruned from their first evaluation; set "
+                    "train.epochs instead of train.max_steps to keep a grace period", s.prune_after,
+                    cfg.train.max_steps)
+    make_pruner(s.pruner, multi, grace)
     # The run config's default output names a fit; a search left at that default gets its own folder.
-    output = Path("runs/search" if cfg.output == RunConfig().output else cfg.output)
+    output = files.check_output_dir("runs/search" if cfg.output == RunConfig().output else cfg.output)
     return SearchPlan(base=cfg.to_dict(), params=params, objectives=objectives, output=output,
                       storage_url=s.storage or default_storage_url(output), study_name=s.study,
-                      sampler=s.sampler, pruner=s.pruner, prune_after=s.prune_after, n_trials=s.n_trials,
+                      sampler=s.sampler, pruner=s.pruner, grace=grace, n_trials=s.n_trials,
                       timeout=s.timeout, budget_samples=s.budget_samples, workers=s.workers, seed=s.seed,
                       heartbeat=s.heartbeat, keep_models=s.keep_models)
 
 
-def open_study(plan: SearchPlan, *, seed_offset: int = 0, create: bool = False) -> optuna.Study:
+def open_study(plan: SearchPlan, *, seed_offset: int = 0, create: bool = False,
+               storage: Optional[optuna.storages.BaseStorage] = None) -> optuna.Study:
     """Create the study (first call) or load it, with this process's own sampler and pruner.
 
     Args:
         plan: from ``make_plan``.
         seed_offset: added to the sampler seed so workers and restarts do not repeat each other's draws.
         create: create the study if missing and check that an existing one has the same objectives.
+        storage: an open storage of ``plan.storage_url`` to use (default: open one).
 
     Raises:
         ConfigError: unreachable storage, or a study of that name with other objectives.
     """
-    if os.environ.get("PRETUNE_QUIET_OPTUNA") == "1":  # set by the CLI (not verbose); the API leaves logging alone
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = make_storage(plan.storage_url, plan.heartbeat)
+    storage = storage or make_storage(plan.storage_url, plan.heartbeat)
     sampler = make_sampler(plan.sampler, plan.seed + seed_offset, plan.params, plan.multi)
-    pruner = make_pruner(plan.pruner, plan.multi)
+    pruner = make_pruner(plan.pruner, plan.multi, plan.grace)
     if not create:
         return optuna.load_study(study_name=plan.study_name, storage=storage, sampler=sampler, pruner=pruner)
     wanted = [f"{m}:{d[:3]}" for m, d in plan.objectives]

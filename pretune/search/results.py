@@ -13,7 +13,8 @@ from typing import Any, Optional
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..utils import atomic_path, write_json
+from .. import files
+from ..files import atomic_path, write_json
 from .factories import quiet
 from .plan import SearchPlan
 from .runner import counts, samples_used
@@ -65,12 +66,12 @@ def write_table(rows: list[dict[str, Any]], output: Path) -> None:
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
-    with atomic_path(output / "trials.csv") as tmp:
+    with atomic_path(output / files.TRIALS_CSV) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows(rows)
-    write_json(output / "trials.json", rows)
+    write_json(output / files.TRIALS_JSON, rows)
 
 
 def importances(study: optuna.Study, plan: SearchPlan) -> dict[str, Any]:
@@ -98,7 +99,7 @@ def _copy_best(trial: FrozenTrial, output: Path) -> Optional[Path]:
     if not src or not Path(src).is_dir():
         log.warning("best trial %d has no saved model folder to copy", trial.number)
         return None
-    dest = output / "best"
+    dest = output / files.BEST
     with atomic_path(dest) as tmp:
         shutil.copytree(src, tmp)
     return dest
@@ -127,7 +128,7 @@ def collect(study: optuna.Study, plan: SearchPlan, stopped_by: Optional[str] = N
     plan.output.mkdir(parents=True, exist_ok=True)
     write_table(rows, plan.output)
     imp = importances(study, plan)
-    write_json(plan.output / "importances.json", imp)
+    write_json(plan.output / files.IMPORTANCES, imp)
     best, front = _best(study, plan)
     best_dir = _copy_best(best, plan.output) if best is not None else None
     pareto = [r for r in rows if r["number"] in {t.number for t in front}] if plan.multi else []
@@ -138,5 +139,5 @@ def collect(study: optuna.Study, plan: SearchPlan, stopped_by: Optional[str] = N
         best_dir=best_dir, pareto=pareto, trials=rows, importances=imp, counts=counts(trials),
         train_samples=samples_used(trials), stopped_by=stopped_by)
     summary = {k: v for k, v in result.__dict__.items() if k != "trials"}
-    write_json(plan.output / "results.json", summary)
+    write_json(plan.output / files.RESULTS, summary)
     return result

@@ -23,15 +23,15 @@ from typing import Any, Callable, Iterator, Optional
 
 import optuna
 import torch
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import TrialState
 
+from .. import files
 from ..config import config_from_dict, merge
-from ..errors import ConfigError, PretuneError
-from . import distributed
-from .factories import PRUNER_RUNGS, pruner_name, quiet
+from ..errors import BudgetStop, ConfigError, PretuneError, TrialOutOfMemory, WorkerFailed
+from . import ranks
+from .factories import PRUNER_RUNGS, make_storage, pruner_name, quiet
 from .plan import SearchPlan, open_study
-from .pruning import JUDGED_FROM, PROGRESS_STEPS
+from .pruning import PROGRESS_STEPS
 from .space import suggest, to_overrides
 
 log = logging.getLogger("pretune.search")
@@ -42,21 +42,13 @@ INTERRUPTED = "interrupted (Ctrl-C)"
 NOT_COUNTED = (BUDGET_STOP, INTERRUPTED)  # failed for reasons unrelated to the parameters
 
 
-class BudgetStop(PretuneError):
-    """Raised inside a trial when the wall-time budget runs out; the trial is failed and not counted."""
-
-
-class TrialOutOfMemory(PretuneError):
-    """A trial ran out of memory (torch raises a plain RuntimeError for some allocators)."""
-
-
 # Exceptions that fail one trial but not the study: bad combinations, NaN loss, out of memory.
 _OOM = (torch.OutOfMemoryError, MemoryError)
 TRIAL_ERRORS = (PretuneError, *_OOM)
 
 
 def _default_train_fn(cfg, **kwargs):
-    from ..finetune import fit
+    from ..jobs.fit import fit
     return fit(cfg, **kwargs)
 
 
@@ -140,7 +132,8 @@ def _rung_evaluations(plan: SearchPlan, cfg) -> list[float]:
     fractions = PRUNER_RUNGS.get(pruner_name(plan.pruner, plan.multi), [])  # multi-objective: "none"
     if cfg.train.max_steps:  # epochs per step depend on the data; evaluate every rung
         return list(fractions)
-    return [f for f in fractions if f * cfg.train.epochs >= plan.prune_after - 1e-6]
+    first = plan.grace.fraction(cfg.train.epochs)
+    return [f for f in fractions if round(PROGRESS_STEPS * f) >= round(PROGRESS_STEPS * first)]
 
 
 LATENCY_METRICS = {"latency_ms": "p50", "latency_p50_ms": "p50", "latency_p95_ms": "p95"}
@@ -204,21 +197,16 @@ def judge_evaluation(trial: optuna.Trial, plan: SearchPlan, cfg, step: int, metr
     """Report one evaluation to the pruner at its place in the trial's schedule; whether the pruner stops it.
 
     ``reported`` holds the last step reported: two evaluations rounding to one step would drop the second.
-    Only evaluations after ``search.prune_after`` epochs are judged, and never the last one: pruning there
-    would discard a finished trial for no saving. ``benchmarks/search_efficiency.py --replay`` runs recorded
-    trials through this.
+    The pruner decides (its grace period included); the last evaluation is never judged: pruning there would
+    discard a finished trial for no saving. ``benchmarks/search_efficiency.py --replay`` runs recorded trials
+    through this.
     """
     metric = plan.objectives[0][0]
     if plan.multi or metric not in metrics:
         return False
     reported[0] = max(progress_step(cfg, step, metrics), reported[0] + 1)
     trial.report(float(metrics[metric]), reported[0])
-    settled = float(metrics.get("epoch", 0.0)) >= plan.prune_after - 1e-6
-    if not settled or _is_last_evaluation(cfg, step, metrics):
-        return False
-    if JUDGED_FROM not in trial.user_attrs:  # its first judgement: on the rung whose window it is in
-        trial.set_user_attr(JUDGED_FROM, reported[0])
-    return trial.should_prune()
+    return not _is_last_evaluation(cfg, step, metrics) and trial.should_prune()
 
 
 def _make_callback(trial: optuna.Trial, plan: SearchPlan, deadline: Optional[float], cfg) -> Callable:
@@ -231,7 +219,7 @@ def _make_callback(trial: optuna.Trial, plan: SearchPlan, deadline: Optional[flo
         # Stopping at the last evaluation would discard a finished trial for no saving.
         stop = deadline is not None and time.time() >= deadline and not _is_last_evaluation(cfg, step, metrics)
         prune = judge_evaluation(trial, plan, cfg, step, metrics, reported)
-        prune, stop = distributed.agree(prune, stop)
+        prune, stop = ranks.agree(prune, stop)
         if stop:
             raise BudgetStop(BUDGET_STOP)
         if prune:
@@ -264,15 +252,16 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _beat_now(trial: optuna.Trial) -> None:
+def _beat_now(trial: optuna.Trial, storage: Optional[optuna.storages.RDBStorage], study_id: Optional[int]) -> None:
     """Record the first heartbeat before any work: Optuna never fails a running trial that has none, so a
-    worker killed before its heartbeat thread's first write would leave the trial running forever."""
-    storage = trial.study._storage  # private, but the only handle on the trial's storage
-    if isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval():
-        storage.record_heartbeat(trial._trial_id)
+    worker killed before its heartbeat thread's first write would leave the trial running forever
+    (``tests/search/test_processes.py`` kills one there)."""
+    if storage is not None and study_id is not None and storage.get_heartbeat_interval():
+        storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
 
 
-def run_trial(trial: optuna.Trial, plan: SearchPlan, train_fn: TrainFn, deadline: Optional[float]):
+def run_trial(trial: optuna.Trial, plan: SearchPlan, train_fn: TrainFn, deadline: Optional[float],
+              storage: Optional[optuna.storages.RDBStorage] = None, study_id: Optional[int] = None):
     """Sample, train and score one trial; record its samples, metrics and, on failure, the reason.
 
     Returns:
@@ -281,15 +270,15 @@ def run_trial(trial: optuna.Trial, plan: SearchPlan, train_fn: TrainFn, deadline
     Raises:
         optuna.TrialPruned: the pruner stopped it. Any ``TRIAL_ERRORS``: the trial failed (reason recorded).
     """
-    _beat_now(trial)
+    _beat_now(trial, storage, study_id)
     trial.set_user_attr("train_samples", 0)  # a re-run of a killed trial inherits the old attrs
     trial.set_user_attr("fail_reason", None)
-    trial_dir = plan.output / "trials" / f"{trial.number:04d}"
+    trial_dir = files.trial_dir(plan.output, trial.number)
     trial.set_user_attr("dir", str(trial_dir))
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     started = time.time()
     try:
-        values = distributed.share_trial(suggest(trial, plan.params), str(trial_dir))
+        values = ranks.share_trial(suggest(trial, plan.params), str(trial_dir))
         cfg = trial_config(plan, values, trial_dir)
         with _quiet_fit():
             result = train_fn(cfg, callback=_make_callback(trial, plan, deadline, cfg), overwrite=True)
@@ -310,7 +299,7 @@ def run_trial(trial: optuna.Trial, plan: SearchPlan, train_fn: TrainFn, deadline
     finally:
         trial.set_user_attr("seconds", round(time.time() - started, 3))
         # Trials are re-run, never resumed: their checkpoints are dead weight.
-        shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)
+        shutil.rmtree(trial_dir / files.CHECKPOINTS, ignore_errors=True)
         _free_memory()
     trial.set_user_attr("train_samples", int(result.train_samples))
     trial.set_user_attr("metrics", {k: float(v) for k, v in result.eval.items()})
@@ -326,20 +315,20 @@ def run_trial(trial: optuna.Trial, plan: SearchPlan, train_fn: TrainFn, deadline
 def follow(plan: SearchPlan, train_fn: TrainFn) -> None:
     """Ranks > 0 under torchrun: train each trial rank 0 sends, with rank 0's parameters and prune decisions."""
     def callback(step: int, metrics: dict) -> None:
-        prune, stop = distributed.agree(False, False)
+        prune, stop = ranks.agree(False, False)
         if stop:
             raise BudgetStop(BUDGET_STOP)
         if prune:
             raise optuna.TrialPruned()
 
-    while (msg := distributed.next_trial()) is not None:
+    while (msg := ranks.next_trial()) is not None:
         values, trial_dir = msg
         try:
             train_fn(trial_config(plan, values, Path(trial_dir)), callback=callback, overwrite=True)
         except (optuna.TrialPruned, *TRIAL_ERRORS):
             pass  # rank 0 records the outcome
         gc.collect()
-    distributed.finish()
+    ranks.finish()
 
 
 def _keep_set(study: optuna.Study) -> set[int]:
@@ -351,7 +340,7 @@ def _keep_set(study: optuna.Study) -> set[int]:
 
 
 def _drop_models(study: optuna.Study, plan: SearchPlan) -> None:
-    if plan.keep_models == "all" or distributed.rank() != 0:
+    if plan.keep_models == "all" or ranks.rank() != 0:
         return
     keep = _keep_set(study)
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -371,13 +360,15 @@ def work(plan: SearchPlan, train_fn: Optional[TrainFn] = None, index: int = 0, d
         progress: called as ``progress(study)`` after each trial.
     """
     train_fn = train_fn or _default_train_fn
-    if distributed.rank() != 0:
+    if ranks.rank() != 0:
         return follow(plan, train_fn)
-    probe = open_study(plan)
+    storage = make_storage(plan.storage_url, plan.heartbeat)
+    probe = open_study(plan, storage=storage)
     with quiet():
         optuna.storages.fail_stale_trials(probe)  # a trial killed with its worker: fail it and queue a re-run
     # A restarted or parallel sampler must not replay the same random draws.
-    study = open_study(plan, seed_offset=1000 * index + len(probe.get_trials(deepcopy=False)))
+    study = open_study(plan, seed_offset=1000 * index + len(probe.get_trials(deepcopy=False)), storage=storage)
+    study_id = storage.get_study_id_from_name(plan.study_name)
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         _drop_models(study, plan)
@@ -389,10 +380,10 @@ def work(plan: SearchPlan, train_fn: Optional[TrainFn] = None, index: int = 0, d
     try:
         if budget_left(plan, study.get_trials(deepcopy=False), deadline, in_flight=False) is None:
             timeout = None if deadline is None else max(deadline - time.time(), 0.0)
-            study.optimize(lambda t: run_trial(t, plan, train_fn, deadline), timeout=timeout,
+            study.optimize(lambda t: run_trial(t, plan, train_fn, deadline, storage, study_id), timeout=timeout,
                            catch=TRIAL_ERRORS, callbacks=[after_trial], gc_after_trial=True)
     finally:
-        distributed.release_followers()
+        ranks.release_followers()
 
 
 def _die_with_parent(parent: int) -> None:
@@ -413,24 +404,26 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _spawned(plan: SearchPlan, train_fn: Optional[TrainFn], index: int, deadline: Optional[float],
-             parent: int) -> None:
-    from ..cli import quiet_libraries
-
+             parent: int, worker_init: Optional[Callable[[], None]]) -> None:
     _die_with_parent(parent)
-    quiet_libraries()  # a spawned worker is a fresh interpreter: same quiet console as the parent CLI
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if worker_init is not None:  # a spawned worker is a fresh interpreter: the caller sets up its console
+        worker_init()
     work(plan, train_fn, index, deadline)
 
 
 def run_workers(plan: SearchPlan, train_fn: Optional[TrainFn], deadline: Optional[float],
-                progress: Optional[Callable]) -> None:
+                worker_init: Optional[Callable[[], None]], progress: Optional[Callable]) -> None:
     """Run ``plan.workers`` workers: this process plus ``workers - 1`` spawned processes.
 
+    Args:
+        worker_init: picklable; run first in each spawned process.
+
     Raises:
-        PretuneError: a spawned worker exited with an error.
+        WorkerFailed: a spawned worker exited with an error.
     """
     ctx = mp.get_context("spawn")  # fork would copy torch threads and open DB connections
-    procs = [ctx.Process(target=_spawned, args=(plan, train_fn, i, deadline, os.getpid()), daemon=False)
+    procs = [ctx.Process(target=_spawned, args=(plan, train_fn, i, deadline, os.getpid(), worker_init),
+                         daemon=False)
              for i in range(1, plan.workers)]
     for p in procs:
         p.start()
@@ -441,4 +434,4 @@ def run_workers(plan: SearchPlan, train_fn: Optional[TrainFn], deadline: Optiona
             p.join()
     bad = [p.exitcode for p in procs if p.exitcode]
     if bad:
-        raise PretuneError(f"{len(bad)} search worker(s) exited with status {bad}; run again to resume the study")
+        raise WorkerFailed(f"{len(bad)} search worker(s) exited with status {bad}; run again to resume the study")

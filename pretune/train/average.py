@@ -15,13 +15,15 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from ..errors import ConfigError, ResumeError
+
 
 class WeightAverage:
     """The running average of ``model``'s trainable parameters, kept in fp32."""
 
     def __init__(self, model: nn.Module, decay: float):
         if not 0 < decay < 1:
-            raise ValueError(f"decay must be in (0, 1), got {decay}")
+            raise ConfigError(f"train.ema_decay: must be in (0, 1) to average (0 disables), got {decay!r}")
         self.decay = decay
         trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self.names = [n for n, _ in trained]
@@ -56,6 +58,7 @@ class WeightAverage:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         if sorted(state) != sorted(self.names):
-            raise ValueError("the saved weight average covers other parameters than this model trains")
+            raise ResumeError("the checkpoint's weight average covers other parameters than this model trains; "
+                              "resume with the config the run started with, or start afresh without --resume")
         with torch.no_grad():
             torch._foreach_copy_(self.shadow, [state[n] for n in self.names])

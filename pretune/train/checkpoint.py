@@ -19,8 +19,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import PretuneError
-from ..utils import atomic_path
+from .. import files
+from ..errors import ResumeError
+from ..files import atomic_path
 from .average import WeightAverage
 
 
@@ -32,7 +33,9 @@ def load_trainable(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     params = dict(model.named_parameters())
     missing = [n for n in state if n not in params]
     if missing:
-        raise RuntimeError(f"checkpoint has parameters the model lacks: {missing[:3]}")
+        raise ResumeError(f"the checkpoint holds parameters this model lacks ({', '.join(missing[:3])}): it was "
+                          "written by a run with another model or method; resume with that run's config, or "
+                          "start afresh without --resume")
     with torch.no_grad():
         for n, t in state.items():
             params[n].copy_(t)
@@ -54,15 +57,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(ckpt_dir: Path, step: int, model: nn.Module, optimizer, scheduler,
                     position: dict[str, Any], keep: int, average: WeightAverage | None = None) -> Path:
     """Write ``ckpt_dir/step-NNNNNNNN`` atomically, then delete all but the newest ``keep``."""
-    final = ckpt_dir / f"step-{step:08d}"
+    final = files.checkpoint_dir(ckpt_dir, step)
     with atomic_path(final) as tmp:
         tmp.mkdir()
-        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        save_file(trainable_state(model), str(tmp / files.CKPT_TRAINABLE))
         if average is not None:
-            save_file(average.state_dict(), str(tmp / "average.safetensors"))
+            save_file(average.state_dict(), str(tmp / files.CKPT_AVERAGE))
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng": rng_state()}, tmp / "state.pt")
-        (tmp / "position.json").write_text(json.dumps(position, indent=2))
+                    "rng": rng_state()}, tmp / files.CKPT_STATE)
+        (tmp / files.CKPT_POSITION).write_text(json.dumps(position, indent=2))
     for old in list_checkpoints(ckpt_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -72,22 +75,22 @@ def list_checkpoints(ckpt_dir: Path) -> list[Path]:
     """Complete checkpoints, oldest first (temporary folders of a killed write are ignored)."""
     if not ckpt_dir.is_dir():
         return []
-    done = [p for p in ckpt_dir.glob("step-*") if (p / "position.json").is_file()]
+    done = [p for p in ckpt_dir.glob(files.CKPT_GLOB) if (p / files.CKPT_POSITION).is_file()]
     return sorted(done, key=lambda p: int(p.name.split("-")[1]))
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler,
                     average: WeightAverage | None = None) -> dict[str, Any]:
     """Restore weights, optimizer, scheduler, RNG and the weight average; return the saved position."""
-    load_trainable(model, load_file(str(path / "trainable.safetensors")))
+    load_trainable(model, load_file(str(path / files.CKPT_TRAINABLE)))
     if average is not None:
-        if not (path / "average.safetensors").is_file():
-            raise PretuneError(f"{path} holds no weight average because the run started with "
+        if not (path / files.CKPT_AVERAGE).is_file():
+            raise ResumeError(f"{path} holds no weight average because the run started with "
                                "train.ema_decay=0: resume with that, or start afresh without --resume")
-        average.load_state_dict(load_file(str(path / "average.safetensors")))
+        average.load_state_dict(load_file(str(path / files.CKPT_AVERAGE)))
     # weights_only: a checkpoint holds tensors and plain values, never code.
-    state = torch.load(path / "state.pt", weights_only=True)
+    state = torch.load(path / files.CKPT_STATE, weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
-    return json.loads((path / "position.json").read_text())
+    return json.loads((path / files.CKPT_POSITION).read_text())

@@ -8,8 +8,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import Encoded, TaskSpec, collate, eval_batches
-from ..metrics import compute_metrics
+from .. import tasks
+from ..data import Encoded, eval_batches
+from ..tasks import TaskSpec
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -20,20 +21,15 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return inputs
 
 
-def task_loss(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
-    """Mean cross-entropy (classification) or squared error (regression), in fp32."""
-    if task == "regression":
-        return nn.functional.mse_loss(logits.float().squeeze(-1), labels.float())
-    return nn.functional.cross_entropy(logits.float(), labels)
-
-
 def autocast(enabled: bool):
     return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
 @torch.no_grad()
-def predict_outputs(model: nn.Module, enc: Encoded, batch_size: int, pad_id: int, bf16: bool = False) -> np.ndarray:
-    """Logits (N, C) in the original row order."""
+def predict_outputs(model: nn.Module, enc: Encoded, spec: TaskSpec, batch_size: int, pad_id: int,
+                    bf16: bool = False) -> np.ndarray:
+    """Logits (N, C) in the original row order, batches built by ``spec``'s task."""
+    collate = tasks.get(spec.task).collate
     was_training = model.training
     model.eval()
     out = None
@@ -50,10 +46,9 @@ def predict_outputs(model: nn.Module, enc: Encoded, batch_size: int, pad_id: int
 
 def evaluate(model: nn.Module, enc: Encoded, spec: TaskSpec, batch_size: int, pad_id: int,
              bf16: bool = False) -> dict[str, float]:
-    """Task metrics and ``loss`` on a labelled set."""
-    outputs = predict_outputs(model, enc, batch_size, pad_id, bf16)
-    logits = torch.from_numpy(outputs)
-    labels = torch.from_numpy(enc.labels)
-    metrics = compute_metrics(spec.task, outputs, enc.labels, spec.num_labels)
-    metrics["loss"] = float(task_loss(logits, labels, spec.task))
+    """The task's metrics and its ``loss`` on a labelled set."""
+    task = tasks.get(spec.task)
+    outputs = predict_outputs(model, enc, spec, batch_size, pad_id, bf16)
+    metrics = task.metrics(outputs, enc.labels, spec)
+    metrics["loss"] = float(task.loss(torch.from_numpy(outputs), torch.from_numpy(enc.labels)))
     return metrics

@@ -12,8 +12,8 @@
 The data order of every epoch is a pure function of (seed, epoch), so a resumed
 run replays exactly the batches an uninterrupted one would have seen. Under
 ``torchrun`` each rank runs a share of every step's micro-batches and the
-gradients are summed (``parallel``): the same update as one process with
-``grad_accum x world_size`` accumulation.
+gradients are summed (``distributed``): the same update as one process with
+``grad_accum x world_size`` accumulation. The step itself is ``step.optimizer_step``.
 """
 
 from __future__ import annotations
@@ -31,23 +31,22 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .. import files
 from ..config import TrainConfig
-from ..data import Encoded, TaskSpec, collate, epoch_batches
-from ..errors import PretuneError
-from ..metrics import default_metric, higher_is_better
-from ..utils import append_jsonl, atomic_path, read_jsonl, seed_everything, set_threads
+from .. import tasks
+from ..data import Encoded, epoch_batches
+from ..files import append_jsonl, atomic_path, read_jsonl
+from ..metrics import higher_is_better
+from ..tasks import TaskSpec
+from ..runtime import seed_everything, set_threads
+from . import distributed
 from .average import WeightAverage
 from .checkpoint import list_checkpoints, load_checkpoint, load_trainable, save_checkpoint, trainable_state
-from .evaluate import autocast, evaluate, model_inputs, task_loss
+from .evaluate import evaluate, model_inputs
 from .optim import build_optimizer, build_scheduler
-from . import parallel
+from .step import LossFn, optimizer_step
 
-LossFn = Callable[[nn.Module, dict], tuple[torch.Tensor, torch.Tensor]]
 Callback = Callable[[int, dict], None]
-
-
-class TrainingDiverged(PretuneError):
-    """The loss became NaN or infinite."""
 
 
 @dataclass
@@ -78,9 +77,12 @@ class TrainResult:
 
 
 def default_loss(spec: TaskSpec) -> LossFn:
+    """The task's own loss on the model's outputs."""
+    task_loss = tasks.get(spec.task).loss
+
     def loss_fn(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(**model_inputs(batch)).logits  # (B, C)
-        return task_loss(logits, batch["labels"], spec.task), logits
+        return task_loss(logits, batch["labels"]), logits
     return loss_fn
 
 
@@ -102,7 +104,7 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
         run_dir: where ``metrics.jsonl`` and ``checkpoints/`` go; None keeps everything in memory.
         callback: called as ``callback(step, metrics)`` after each evaluation; an exception it raises
             (e.g. ``optuna.TrialPruned``) stops training and propagates.
-        loss_fn: ``loss_fn(model, batch) -> (loss, logits)``; default cross-entropy / MSE.
+        loss_fn: ``loss_fn(model, batch) -> (loss, logits)``; default: the task's loss.
         resume: continue from the newest checkpoint in ``run_dir`` if there is one.
 
     Returns:
@@ -112,16 +114,17 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
     Raises:
         TrainingDiverged: the loss became NaN or infinite.
     """
-    rank, world = parallel.world()
+    rank, world = distributed.acquire()  # fit releases it
     writer = rank == 0  # only rank 0 writes metrics and checkpoints; every rank reads them to resume
     set_threads(cfg.threads)
     seed_everything(cfg.seed + rank)  # dropout differs across ranks; the weights come from rank 0 below
     if world > 1:
-        parallel.broadcast_parameters(model)
+        distributed.broadcast_parameters(model)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     loss_fn = loss_fn or default_loss(spec)
-    metric = cfg.metric or default_metric(spec.task)
+    collate = tasks.get(spec.task).collate
+    metric = cfg.metric or tasks.get(spec.task).default_metric
     per_epoch, total = plan_steps(len(train_set), cfg, world)
     micro_per_step = cfg.grad_accum * world
     eval_every = cfg.eval_every or per_epoch
@@ -135,8 +138,8 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
     run_dir = Path(run_dir) if run_dir else None
     if run_dir and writer:
         run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = run_dir / "checkpoints" if run_dir and ckpt_every else None
-    metrics_path = run_dir / "metrics.jsonl" if run_dir and writer else None
+    ckpt_dir = run_dir / files.CHECKPOINTS if run_dir and ckpt_every else None
+    metrics_path = run_dir / files.METRICS if run_dir and writer else None
     st = TrainState()
     if resume and ckpt_dir and list_checkpoints(ckpt_dir):
         st = TrainState(**load_checkpoint(list_checkpoints(ckpt_dir)[-1], model, optimizer, scheduler,
@@ -145,7 +148,7 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
     elif metrics_path and metrics_path.exists():
         metrics_path.unlink()
     trained = [p for g in optimizer.param_groups for p in g["params"]]
-    best_file = ckpt_dir / "best.safetensors" if ckpt_dir else None
+    best_file = ckpt_dir / files.BEST_WEIGHTS if ckpt_dir else None
     best_state = load_file(str(best_file)) if best_file and st.best_step is not None and best_file.exists() else None
 
     bar = _progress(cfg, total, st.step, enabled=writer)
@@ -162,25 +165,10 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
         rows_in_step = sum(len(b) for b in group)
 
         t0 = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        step_loss, step_tokens = 0.0, 0
-        for rows in group[rank::world]:
-            batch = collate(train_set, rows, pad_id)
-            with autocast(cfg.bf16):
-                loss, _ = loss_fn(model, batch)
-            # Weight by rows so accumulated micro-batches give the big batch's mean gradient.
-            (loss * (len(rows) / rows_in_step)).backward()
-            step_loss += loss.item() * len(rows)
-            step_tokens += int(batch["attention_mask"].sum())
-        if world > 1:
-            step_loss, step_tokens = parallel.sum_gradients(trained, [step_loss, step_tokens])
-        st.tokens += int(step_tokens)
-        if not math.isfinite(step_loss):
-            raise TrainingDiverged(f"loss became {step_loss / rows_in_step} at step {st.step + 1}; lower "
-                                   f"train.lr (now {cfg.lr:g}) or set train.max_grad_norm")
-        if cfg.max_grad_norm:
-            nn.utils.clip_grad_norm_(trained, cfg.max_grad_norm)
-        optimizer.step()
+        step_loss, step_tokens = optimizer_step(model, optimizer, train_set, group[rank::world], rows_in_step,
+                                                loss_fn=loss_fn, pad_id=pad_id, cfg=cfg, params=trained,
+                                                step=st.step + 1, world=world, collate=collate)
+        st.tokens += step_tokens
         scheduler.step()
         st.step += 1
         if average is not None:
@@ -205,7 +193,7 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
             if improved:
                 st.best_value, st.best_step, st.bad_evals = record[metric], st.step, 0
                 if ckpt_dir and writer:
-                    with atomic_path(ckpt_dir / "best.safetensors") as tmp:
+                    with atomic_path(ckpt_dir / files.BEST_WEIGHTS) as tmp:
                         save_file(best_state, str(tmp))
             else:
                 st.bad_evals += 1

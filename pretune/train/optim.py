@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
+from ..errors import ConfigError
 from ..models.methods import encoder_layers, is_no_decay, layer_index
 
 
@@ -36,7 +37,8 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg)
     if not groups:
-        raise ValueError("no trainable parameters")
+        raise ConfigError("no trainable parameters: the method froze every weight; check method.name and its "
+                          "settings (e.g. method.train_top_layers, lora.target_modules)")
     try:  # the fused CPU kernel is ~1.8x faster than the per-tensor loop here
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
     except (RuntimeError, TypeError):

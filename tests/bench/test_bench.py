@@ -21,7 +21,7 @@ def torch_result(teacher, tiny_data, tmp_path_factory):
 
 def test_metrics_match_the_training_loop_evaluation(teacher, tiny_data, torch_result):
     from pretune.config import DataConfig
-    from pretune.data import load_labelled
+    from pretune.tasks import load_labelled
     from pretune.models import load_finetuned
     from pretune.train import evaluate
 
@@ -69,20 +69,18 @@ def test_isolated_run_measures_memory_in_a_fresh_process(teacher, tiny_data, tor
     assert r["eval"]["metrics"] == torch_result[0]["eval"]["metrics"]
 
 
-def test_worker_errors_come_back_as_the_same_exception(teacher, tiny_data, capsys, monkeypatch):
-    """The worker prints a bad input as JSON; the parent re-raises it with its class (no subprocess here)."""
+def test_worker_errors_come_back_as_the_same_exception(teacher, tiny_data, monkeypatch):
+    """The bench job answers a bad input as JSON; the parent re-raises it with its class (no subprocess here)."""
     import subprocess
     from dataclasses import asdict
 
-    from pretune.bench import worker
+    from pretune.workers import serve
 
-    args = {"model_dir": str(teacher), "data": str(tiny_data[1]), "text": "text", "text_pair": None,
-            "label": "nope", "cfg": asdict(FAST)}
-    assert worker.main([json.dumps(args)]) == 2
-    printed = capsys.readouterr().out
-    assert json.loads(printed)["type"] == "DataError"
-    monkeypatch.setattr(subprocess, "run",
-                        lambda *a, **k: subprocess.CompletedProcess(a, 2, stdout=printed, stderr=""))
+    payload = {"model_dir": str(teacher), "data": str(tiny_data[1]), "text": "text", "text_pair": None,
+               "label": "nope", "cfg": asdict(FAST)}
+    status, line = serve("bench", payload)
+    assert status == 2 and json.loads(line)["type"] == "DataError"
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 2, stdout=line, stderr=""))
     with pytest.raises(DataError, match="no label column 'nope'"):
         bench(teacher, str(tiny_data[1]), label="nope", cfg=BenchConfig(threads=1, runs=2, isolate=True))
 

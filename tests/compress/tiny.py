@@ -58,7 +58,7 @@ def build_model(layers: int = 2, seed: int = 0):
 def make_finetuned(folder: Path, train_csv: Path, layers: int = 2, steps: int = 60) -> Path:
     """Train a tiny BERT briefly on ``train_csv`` with pretune's loop and save it as a model folder."""
     from pretune.config import DataConfig, TrainConfig
-    from pretune.data import TaskSpec, load_labelled
+    from pretune.tasks import TaskSpec, load_labelled
     from pretune.train import train
 
     tok = build_tokenizer(folder)
@@ -116,7 +116,7 @@ def context(teacher_dir: Path, train_csv: Path, eval_csv: Path, **overrides):
     """A compress ``Context`` over the tiny teacher, for calling one method directly."""
     from pretune.compress import Context
     from pretune.config import DataConfig
-    from pretune.data import load_labelled
+    from pretune.tasks import load_labelled
     from pretune.models import load_finetuned
 
     model, tok, spec = load_finetuned(teacher_dir)

@@ -2,7 +2,8 @@ import numpy as np
 from conftest import make_rows, write_csv
 
 from pretune.config import DataConfig
-from pretune.data import epoch_batches, load_task_data, padding_fraction, tokenize
+from pretune.data import epoch_batches, padding_fraction, tokenize
+from pretune.tasks import load_task_data
 from pretune.data.dataset import stratified_split
 
 

@@ -1,13 +1,15 @@
 """One contract suite over every registered tuning method, plus method-specific behaviour."""
 
+import numpy as np
 import pytest
 import torch
 
 from pretune.config import config_from_dict
-from pretune.data import TaskSpec, collate, tokenize
+from pretune.data import collate, tokenize
 from pretune.errors import ConfigError, ModelError
 from pretune.models import METHODS, apply_method, count_parameters, load_for_task, unwrap_for_saving
 from pretune.models.load import check_model_folder
+from pretune.tasks import TaskSpec
 from pretune.train import build_optimizer, default_loss
 
 SPEC = TaskSpec("classification", ["neg", "pos"])
@@ -21,7 +23,7 @@ def _model(tiny_bert, method_name="full", **sections):
 
 def _batch(tok):
     enc = tokenize(["good film very good", "awful plot", "fine scene", "dull poor story was bad"], None, tok, 16)
-    enc = enc.with_labels([1, 0, 1, 0], regression=False)
+    enc = enc.with_labels(np.array([1, 0, 1, 0]))
     return collate(enc, [0, 1, 2, 3], tok.pad_token_id)
 
 

@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from pretune.reporting import report
+from pretune.report import report
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",

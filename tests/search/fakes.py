@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pretune.errors import ConfigError
-from pretune.train import TrainingDiverged
+from pretune.errors import TrainingDiverged
 
 
 @dataclass

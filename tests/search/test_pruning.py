@@ -7,11 +7,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from pretune.search.pruning import JUDGED_FROM, ScheduleHalvingPruner, rungs
+from pretune.search.pruning import GracePeriod, ScheduleHalvingPruner, rungs
 
 
-def study_with(peers: list[dict[int, float]], direction: str = "maximize") -> optuna.Study:
-    study = optuna.create_study(direction=direction, pruner=ScheduleHalvingPruner())
+def study_with(peers: list[dict[int, float]], direction: str = "maximize", grace: GracePeriod = GracePeriod()
+               ) -> optuna.Study:
+    study = optuna.create_study(direction=direction, pruner=ScheduleHalvingPruner(grace=grace))
     for curve in peers:
         study.add_trial(create_trial(state=TrialState.COMPLETE, value=curve[max(curve)], intermediate_values=curve))
     return study
@@ -37,13 +38,15 @@ def test_a_trial_first_judged_after_the_grace_period_is_judged_on_every_rung_it_
     """A 1-epoch trial with prune_after 0.5 passes every rung (up to 1/3) before it may be judged; at its first
     judged evaluation (71%) it is judged on the rung it reads at (1/3) with that evaluation's value, its earlier
     ones being noise."""
-    study = study_with([{2381: 0.75, 4762: 0.78, 10000: 0.80}, {2381: 0.74, 4762: 0.77, 10000: 0.79}])
+    study = study_with([{2381: 0.75, 4762: 0.78, 10000: 0.80}, {2381: 0.74, 4762: 0.77, 10000: 0.79}],
+                       grace=GracePeriod(prune_after=0.5, epochs=1.0))
     bad, late = study.ask(), study.ask()
     for trial, early, now in ((bad, 0.51, 0.509), (late, 0.51, 0.785)):
         trial.report(early, 2381)
+        assert not trial.should_prune()  # in its grace period, however bad
         trial.report(early, 4762)
+        assert not trial.should_prune()
         trial.report(now, 7143)
-        trial.set_user_attr(JUDGED_FROM, 7143)  # as the runner does at its first check
     assert bad.should_prune()  # 0.509 against 0.75 / 0.78 at the rungs
     assert not late.should_prune()  # its own early 0.51 is not held against it: 0.785 now
 
@@ -77,3 +80,32 @@ def test_top_third_goes_on_when_minimising(mine, pruned):
     trial = study.ask()
     trial.report(mine, 150)
     assert trial.should_prune() is pruned  # 7 at the rung: the best 2 (0.1, 0.2) go on
+
+
+def test_the_grace_period_is_a_place_in_each_trials_own_schedule():
+    """prune_after 1 epoch: a third of a 3-epoch schedule, all of a 1-epoch one; a trial's own sampled epochs count."""
+    grace = GracePeriod(prune_after=1.0, epochs=3.0)
+    study = optuna.create_study(direction="maximize", pruner=ScheduleHalvingPruner(grace=grace))
+    three, one = study.ask(), study.ask({"train.epochs": optuna.distributions.CategoricalDistribution([1, 3])})
+    assert grace.first_step(study.trials[0]) == 3333
+    one_epoch = next(t for t in study.trials if t.number == one.number)
+    assert grace.first_step(one_epoch) == (10_000 if one.params["train.epochs"] == 1 else 3333)
+    assert GracePeriod(prune_after=1.0, epochs=None).fraction() == 0.0  # train.max_steps: unknown, none
+    assert GracePeriod(prune_after=0.0, epochs=3.0).fraction() == 0.0
+
+
+@pytest.mark.parametrize("name", ["asha", "hyperband", "median"])
+def test_no_pruner_judges_a_trial_in_its_grace_period(name):
+    from pretune.search.factories import make_pruner
+
+    pruner = make_pruner(name, multi=False, grace=GracePeriod(prune_after=1.0, epochs=2.0))
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for _ in range(6):
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.9,
+                                     intermediate_values={123: 0.9, 370: 0.9, 1111: 0.9, 3333: 0.9, 5000: 0.9}))
+    trial = study.ask()
+    for step in (123, 370, 1111, 3333):
+        trial.report(0.1, step)
+        assert not trial.should_prune(), step  # before half its schedule (1 of 2 epochs)
+    trial.report(0.1, 5000)
+    assert trial.should_prune() or name == "hyperband"  # Hyperband's bracket may read it at a later rung

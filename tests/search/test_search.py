@@ -173,7 +173,7 @@ def test_a_bug_in_training_is_not_swallowed(tmp_path):
 
 def test_pretune_search_is_callable_as_the_api(tmp_path):
     import pretune
-    import pretune.search.cli  # noqa: F401  (importing a submodule must not hide the API)
+    import pretune.search.runner  # noqa: F401  (importing a submodule must not hide the API)
 
     result = pretune.search(cfg(tmp_path, n_trials=1), train_fn=fake_fit)
     assert result.counts["done"] == 1
@@ -206,10 +206,11 @@ def test_the_last_evaluation_is_neither_pruned_nor_cut_by_the_deadline(last):
     from types import SimpleNamespace
 
     from pretune.config import config_from_dict
-    from pretune.search.runner import BudgetStop, _make_callback
+    from pretune.errors import BudgetStop
+    from pretune.search.runner import _make_callback
 
     cfg = config_from_dict({"train": {"epochs": 2}})
-    plan = SimpleNamespace(objectives=[("accuracy", "maximize")], multi=False, prune_after=0.0)
+    plan = SimpleNamespace(objectives=[("accuracy", "maximize")], multi=False)
     record = {"step": 20, "epoch": 2.0 if last else 1.0, "samples": 320, "accuracy": 0.7}
     pruned = optuna.create_study(direction="maximize", pruner=_AlwaysPrune()).ask()
     late = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner()).ask()
@@ -225,27 +226,27 @@ def test_the_last_evaluation_is_neither_pruned_nor_cut_by_the_deadline(last):
     assert pruned.study.trials[0].intermediate_values == {10_000 if last else 5_000: 0.7}
 
 
-def test_the_runner_marks_the_first_evaluation_the_pruner_is_asked_about():
-    """ASHA judges every rung passed so far at that evaluation (those before it fell in search.prune_after)."""
+def test_the_runner_asks_the_pruner_at_every_evaluation_but_the_last():
+    """The grace period is the pruner's (tests/search/test_pruning.py); the runner only reports and asks."""
     from types import SimpleNamespace
 
     from pretune.config import config_from_dict
-    from pretune.search.pruning import JUDGED_FROM
     from pretune.search.runner import _make_callback
 
     asked = []
 
     class Recording(optuna.pruners.BasePruner):
         def prune(self, study, trial) -> bool:
-            asked.append((trial.last_step, trial.user_attrs.get(JUDGED_FROM)))
+            asked.append(trial.last_step)
             return False
 
-    plan = SimpleNamespace(objectives=[("accuracy", "maximize")], multi=False, prune_after=0.5)
+    plan = SimpleNamespace(objectives=[("accuracy", "maximize")], multi=False)
     trial = optuna.create_study(direction="maximize", pruner=Recording()).ask()
     callback = _make_callback(trial, plan, None, config_from_dict({"train": {"epochs": 1}}))
     for i in range(1, 5):
         callback(i, {"step": i, "epoch": i / 4, "samples": 100 * i, "accuracy": 0.5})
-    assert asked == [(5000, 5000), (7500, 5000)]  # not at 0.25 (grace) nor at the end; marked at the first ask
+    assert asked == [2500, 5000, 7500]  # not at the end: pruning a finished trial saves nothing
+    assert trial.user_attrs == {"train_samples": 400}  # no pruner settings travel as trial attributes
 
 
 @pytest.mark.parametrize("train, metrics, expected", [

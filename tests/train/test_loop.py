@@ -9,7 +9,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from pretune.config import config_from_dict
 from pretune.errors import PretuneError
-from pretune.finetune import prepare
+from pretune.jobs.fit import prepare
 from pretune.train import TrainingDiverged, build_optimizer, build_scheduler, evaluate, param_groups, train
 from pretune.train.checkpoint import list_checkpoints
 

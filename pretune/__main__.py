@@ -1,0 +1,7 @@
+"""``python -m pretune ...`` is ``pretune ...``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

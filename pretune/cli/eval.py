@@ -1,0 +1,29 @@
+"""``pretune eval MODEL_DIR --data FILE``: metrics of a saved model; the job is ``pretune.jobs.predict``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .flags import add_columns, add_inference
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="a model folder written by pretune fit")
+    p.add_argument("--data", required=True, help="labelled data file")
+    add_columns(p)
+    add_inference(p)
+    p.add_argument("--output", help="also write the metrics to this JSON file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..files import write_json
+    from ..jobs.predict import evaluate_folder
+
+    metrics = evaluate_folder(args.model_dir, args.data, text=args.text, text_pair=args.text_pair,
+                              label=args.label, max_length=args.max_length, batch_size=args.batch_size,
+                              threads=args.threads)
+    if args.output:
+        write_json(args.output, metrics)
+    print(json.dumps(metrics))
+    return 0

@@ -1,0 +1,40 @@
+"""``pretune eval`` and ``pretune predict``: metrics of a saved model on a labelled file, predictions for any file.
+
+The saved model's task (``config.json``) decides how the file is read, what the metrics are and what a
+prediction row holds.
+"""
+
+from __future__ import annotations
+
+from .. import tasks
+from ..config import DataConfig
+from ..models import load_finetuned
+from ..models.fastpath import first_token_only
+from ..runtime import set_threads
+from ..train import predict_outputs
+
+
+def evaluate_folder(model_dir: str, data: str, *, text: str = "text", text_pair: str | None = None,
+                    label: str = "label", max_length: int = 128, batch_size: int = 64,
+                    threads: int | None = None) -> dict[str, float]:
+    """Metrics of a saved model on a labelled file (labels unseen in training are errors)."""
+    set_threads(threads)
+    model, tokenizer, spec = load_finetuned(model_dir)
+    cfg = DataConfig(text=text, text_pair=text_pair, label=label, max_length=max_length)
+    enc = tasks.load_labelled(data, cfg, spec, tokenizer)
+    with first_token_only(model):  # same outputs, less work (pretune.models.fastpath)
+        outputs = predict_outputs(model, enc, spec, batch_size, tokenizer.pad_token_id)
+    return {**tasks.get(spec.task).metrics(outputs, enc.labels, spec), "rows": len(enc)}
+
+
+def predict_file(model_dir: str, data: str, *, text: str = "text", text_pair: str | None = None,
+                 max_length: int = 128, batch_size: int = 64, threads: int | None = None) -> list[dict]:
+    """One dict per row, as the model's task writes it (classification: ``label`` and ``probs``;
+    regression: ``prediction``)."""
+    set_threads(threads)
+    model, tokenizer, spec = load_finetuned(model_dir)
+    cfg = DataConfig(text=text, text_pair=text_pair, max_length=max_length)
+    enc = tasks.load_unlabelled(data, cfg, spec, tokenizer)
+    with first_token_only(model):
+        outputs = predict_outputs(model, enc, spec, batch_size, tokenizer.pad_token_id)
+    return tasks.get(spec.task).rows(outputs, spec)

@@ -1,0 +1,344 @@
+"""``pretune run``: the whole job under one budget, resumable stage by stage.
+
+    plan      estimate one trial (short probe), split the budget, choose the compress methods; saved in run.json
+    search    many fits over the space (Optuna study in search/; a restart resumes it trial by trial)
+    best      search/best: the best trial's model folder
+    compress  variants of the best model, each benchmarked with the bench harness against the
+              fp32 source (compress/results.json); a restart rebuilds this stage from its start
+    report    report.html and report.md from the saved JSON (rebuilt on every run, seconds)
+
+``run.json`` records what was asked, the plan, and each stage's status and seconds; running the same
+command again skips finished stages.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import yaml
+
+from .. import files
+from ..config import RunConfig, as_config, config_diff, parse_duration
+from ..errors import ConfigError, PretuneError
+
+log = logging.getLogger("pretune")
+STAGES = ("plan", "search", "compress", "report")
+SEARCH_SHARE = 0.75  # of the budget left after the probe; the rest goes to compress + bench + report
+RESERVE_S = 30.0  # report writing and stage overheads
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    plan: dict[str, Any]
+    stages: dict[str, dict]
+    best_dir: Optional[Path] = None
+    best_values: dict[str, float] = field(default_factory=dict)
+    compress: Optional[dict] = None  # compress/results.json
+    report: dict[str, Path] = field(default_factory=dict)
+
+
+def _read_state(run_dir: Path) -> dict:
+    return files.read_json(run_dir / files.RUN_STATE) or {}
+
+
+def _check_same_run(run_dir: Path, cfg: RunConfig, budget: Optional[float], state: dict) -> None:
+    """A run folder holds one job: refuse to resume it with another config or budget."""
+    saved = run_dir / files.CONFIG
+    if saved.is_file():
+        diff = config_diff(yaml.safe_load(saved.read_text()), cfg.to_dict(), ignore=("output",))
+        if diff:
+            raise ConfigError(f"{run_dir} holds a run with another config ({', '.join(diff[:5])} differ); "
+                              "run it with the same config, pass --overwrite, or choose another --output")
+    asked = state.get("asked", {}).get("budget_s")
+    if state and asked != budget:
+        raise ConfigError(f"{run_dir} was planned with budget {asked} s, not {budget} s; "
+                          "use the same --budget, pass --overwrite, or choose another --output")
+
+
+def _space_epochs(cfg: RunConfig) -> float:
+    """Mean epochs over the search space (a trial's length scales with them); the config's when not searched."""
+    from ..search.space import DEFAULT_SPACE
+
+    spec = (cfg.search.space if cfg.search.space is not None else DEFAULT_SPACE).get("train.epochs")
+    if isinstance(spec, list):
+        return sum(spec) / len(spec)
+    if isinstance(spec, dict):
+        if "choices" in spec:
+            return sum(spec["choices"]) / len(spec["choices"])
+        return (spec["low"] + spec["high"]) / 2
+    return cfg.train.epochs
+
+
+def make_plan(cfg: RunConfig, budget: Optional[float], probe_steps: int = 8) -> dict[str, Any]:
+    """Estimate one trial, split ``budget`` between the stages, choose the compress methods.
+
+    Raises:
+        ConfigError: the budget cannot fit one trial.
+    """
+    from .estimate import estimate
+
+    started = time.time()
+    log.info("plan: timing %d training steps of the config to plan the budget ...", probe_steps)
+    est = estimate(cfg, steps=probe_steps)
+    probe_s = time.time() - started
+    # A trial's training part scales with its epochs; the probe ran at the config's epochs.
+    scale = _space_epochs(cfg) / cfg.train.epochs if not cfg.train.max_steps else 1.0
+    trial_s = est.setup_s + (est.trial_s - est.setup_s) * scale
+    plan = {"budget_s": budget, "probe_s": round(probe_s, 1), "trial_s": round(trial_s, 2),
+            "trial_error_pct": round(est.error_pct, 1), "peak_memory_mb": round(est.peak_memory_mb),
+            "first_trial_extra_s": round(est.first_setup_s - est.setup_s, 1), "device": est.device,
+            "estimate": est.describe(), "n_trials_config": cfg.search.n_trials}
+    if budget is None:
+        plan.update(search_s=None, compress_s=None, n_trials=cfg.search.n_trials,
+                    methods=cfg.compress.methods or _all_methods())
+        return plan
+    left = budget - probe_s - RESERVE_S
+    search_s = left * SEARCH_SHARE
+    n_fit = math.floor((search_s - plan["first_trial_extra_s"]) / trial_s) if trial_s > 0 else 0
+    if n_fit < 1:
+        need = probe_s + RESERVE_S + (trial_s + plan["first_trial_extra_s"]) / SEARCH_SHARE
+        raise ConfigError(f"budget {budget:.0f} s cannot fit one trial: search gets {search_s:.0f} s and a trial "
+                          f"takes about {trial_s:.0f} s; raise --budget to at least {math.ceil(need)}s or lower "
+                          "train.epochs / data.max_train_samples")
+    compress_s = left - search_s
+    # The search's time share is what binds: pruned trials are shorter than the estimate, so capping the trial
+    # count at n_fit would leave time unused. search.n_trials stays the user's upper bound.
+    plan.update(search_s=round(search_s, 1), compress_s=round(compress_s, 1), n_trials_fit=n_fit,
+                n_trials=cfg.search.n_trials,
+                methods=cfg.compress.methods or _methods_for(cfg, est, compress_s))
+    return plan
+
+
+def _all_methods() -> list[str]:
+    from ..compress import method_names
+    return method_names()
+
+
+def quick_methods() -> list[str]:
+    """The compress methods that train nothing: seconds each."""
+    from ..compress import method_names
+    return method_names(trains=False)
+
+
+def trained_methods() -> list[str]:
+    """The compress methods that run optimizer steps: recovery after pruning, distillation."""
+    from ..compress import method_names
+    return method_names(trains=True)
+
+
+def _methods_for(cfg: RunConfig, est, compress_s: float) -> list[str]:
+    """Training-free methods always; the trained ones when their steps fit in the compress share."""
+    per_variant = 2 * est.eval_s + 10.0  # bench: eval pass, batch-1 timing, a fresh process
+    per_variant += 8.0 * cfg.compress.latency_rounds  # each latency round: a fresh process timing batch-1 calls
+    step_s = est.step_s * cfg.compress.batch_size / cfg.train.batch_size
+    # distillation runs teacher and student: about 1.5 steps of work per step
+    trained = (2 * cfg.compress.recovery_steps + 1.5 * cfg.compress.distill_steps) * step_s
+    quick = per_variant * (len(quick_methods()) + 1)
+    if quick + trained + per_variant * len(trained_methods()) <= compress_s:
+        return _all_methods()
+    return quick_methods()
+
+
+def describe_plan(plan: dict[str, Any]) -> list[str]:
+    """The plan as lines for the console."""
+    lines = [f"plan: probe {plan['probe_s']:.0f} s: {plan['estimate']}"]
+    if plan["budget_s"] is None:
+        lines.append(f"plan: no budget: search runs {plan['n_trials']} trials (about "
+                     f"{plan['n_trials'] * plan['trial_s'] / 60:.1f} min), then compress "
+                     f"{', '.join(plan['methods'])}")
+        return lines
+    lines += [f"plan: budget {plan['budget_s'] / 60:.1f} min = search {plan['search_s'] / 60:.1f} min "
+              f"(about {plan['n_trials_fit']} unpruned trials of {plan['trial_s']:.0f} s "
+              f"+/- {plan['trial_error_pct']:.0f}%; pruned ones are shorter and more run, "
+              f"{'up to ' + str(plan['n_trials']) if plan['n_trials'] else 'no cap on the count'}) + "
+              f"compress and bench {plan['compress_s'] / 60:.1f} min + "
+              f"report {RESERVE_S:.0f} s",
+              f"plan: compress methods: {', '.join(plan['methods'])}"]
+    return lines
+
+
+def _stage_folder_mtime(folder: Path) -> Optional[float]:
+    times = [p.stat().st_mtime for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+    return max(times) if times else None
+
+
+class _Stages:
+    """Status and seconds per stage in run.json, written atomically after every change."""
+
+    def __init__(self, run_dir: Path, state: dict):
+        self.run_dir, self.state = run_dir, state
+        self.state.setdefault("stages", {})
+
+    def done(self, name: str) -> bool:
+        return self.state["stages"].get(name, {}).get("status") == "done"
+
+    def spent(self, name: str) -> float:
+        """Seconds already spent on ``name``, a killed attempt counted up to its folder's last write."""
+        rec = self.state["stages"].get(name, {})
+        spent = rec.get("seconds", 0.0)
+        if rec.get("status") == "running" and rec.get("started"):
+            last = _stage_folder_mtime(self.run_dir / name) or rec["started"]
+            spent += max(last - rec["started"], 0.0)
+        return spent
+
+    def start(self, name: str) -> None:
+        rec = self.state["stages"].setdefault(name, {})
+        rec.update(seconds=self.spent(name), status="running", started=time.time(),
+                   attempts=rec.get("attempts", 0) + 1)
+        self.save()
+
+    def finish(self, name: str, **facts: Any) -> None:
+        rec = self.state["stages"][name]
+        rec.update(seconds=round(rec["seconds"] + time.time() - rec["started"], 2), status="done", **facts)
+        rec.pop("started", None)
+        self.save()
+
+    def save(self) -> None:
+        files.write_json(self.run_dir / files.RUN_STATE, self.state)
+
+
+def _search_stage(cfg: RunConfig, run_dir: Path, plan: dict, stages: _Stages, worker_init=None) -> dict:
+    """Run or resume the search; returns its results.json summary."""
+    from ..search import search
+
+    out = run_dir / files.SEARCH
+    if not stages.done("search"):
+        timeout = None
+        if plan["search_s"] is not None:
+            timeout = max(plan["search_s"] - stages.spent("search"), 1.0)
+        stages.start("search")
+        log.info("search: up to %s trials%s", plan["n_trials"], f", {timeout:.0f} s" if timeout else "")
+        scfg = replace(cfg, output=str(out), search=replace(cfg.search, n_trials=plan["n_trials"], timeout=timeout))
+        result = search(scfg, worker_init=worker_init)
+        if result.best_dir is None:
+            raise PretuneError(f"search finished without a successful trial ({result.counts}); see "
+                               f"{out / files.TRIALS_CSV} for the failure reasons")
+        stages.finish("search", best_trial=result.best_trial, counts=result.counts)
+    return files.read_json(out / files.RESULTS)
+
+
+def _methods_left(cfg: RunConfig, plan: dict, stages: _Stages) -> list[str]:
+    """The planned methods, less the trained ones when the search left less time than planned for compress.
+
+    The search can overrun its share (a trial stops only at an evaluation; the machine may get busier than the
+    probe saw), and compress has no deadline of its own, so this is where the budget is defended.
+    """
+    methods = list(plan["methods"])
+    if plan["budget_s"] is None:
+        return methods
+    used = plan["probe_s"] + sum(stages.spent(s) for s in ("search", "compress"))
+    left = plan["budget_s"] - used - RESERVE_S
+    if left < plan["compress_s"]:
+        log.warning("compress: %.0f s of the budget left, %.0f s planned", max(left, 0), plan["compress_s"])
+        if cfg.compress.methods is None and any(m in trained_methods() for m in methods):
+            methods = [m for m in methods if m not in trained_methods()]
+            log.warning("compress: leaving out the methods that train; running %s", ", ".join(methods))
+    return methods
+
+
+def _compress_stage(cfg: RunConfig, run_dir: Path, plan: dict, best_dir: Path, stages: _Stages) -> dict:
+    from ..compress import compress, load_results
+
+    out = run_dir / files.COMPRESS
+    if stages.done("compress"):
+        return load_results(out)
+    methods = _methods_left(cfg, plan, stages)
+    deadline = None
+    if plan["budget_s"] is not None:  # what the budget leaves for compress, less the report's reserve
+        used = plan["probe_s"] + sum(stages.spent(s) for s in ("search", "compress"))
+        deadline = time.time() + max(plan["budget_s"] - used - RESERVE_S, 0.0)
+    stages.start("compress")
+    d = cfg.data
+    results = compress(best_dir, d.eval, train=d.train, text=d.text, text_pair=d.text_pair, label=d.label,
+                       output=out, cfg=cfg.compress, methods=methods, deadline=deadline)
+    stages.finish("compress", methods=methods,
+                  accepted=[v["name"] for v in results["variants"] if v["status"] == "accepted"],
+                  pareto_front=results.get("pareto_front"))
+    return results
+
+
+def _prepare_folder(cfg: RunConfig, budget: Optional[float], overwrite: bool) -> tuple[Path, dict]:
+    import shutil
+
+    run_dir = files.check_output_dir(cfg.output)
+    if overwrite and run_dir.exists():
+        shutil.rmtree(run_dir)
+    state = _read_state(run_dir)
+    _check_same_run(run_dir, cfg, budget, state)
+    if run_dir.exists() and any(run_dir.iterdir()) and not state:
+        raise ConfigError(f"{run_dir} holds something other than a pretune run; pass --overwrite or choose "
+                          "another --output")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / files.CONFIG).is_file():
+        files.write_text(run_dir / files.CONFIG, cfg.to_yaml())
+    return run_dir, state
+
+
+def run(cfg: RunConfig | dict | str | Path, *, budget: str | float | None = None, overwrite: bool = False,
+        probe_steps: int = 8, note: Optional[str] = None, worker_init: Optional[Callable[[], None]] = None) -> RunResult:
+    """The whole job: plan, search, best model, compress (with bench), report; resumable per stage.
+
+    Args:
+        cfg: a ``RunConfig``, dict or YAML path; ``cfg.output`` is the run folder (``search/``, ``compress/``,
+            ``run.json``, ``report.html``); ``data.eval`` is required (every variant is measured on it).
+        budget: wall time for the whole job (seconds or ``"90s"``, ``"6m"``, ``"1h"``); None: the search's
+            trial count alone bounds it.
+        overwrite: delete the run folder first; otherwise an existing run folder is resumed.
+        probe_steps: optimizer steps timed by the estimate that makes the plan.
+        note: a line kept with what was asked and shown in the report (e.g. where the data came from).
+        worker_init: run first in each spawned search worker (the CLI sets up its console there).
+
+    Returns:
+        RunResult: the plan, per-stage status and seconds, the best model, compress results, report paths.
+
+    Raises:
+        ConfigError: bad config, no eval file, a budget that cannot fit one trial, or a folder holding a
+            different run. Other ``PretuneError``s from the stages (all before their stage writes).
+    """
+    from ..report import report
+    from ..runtime import environment
+
+    cfg = as_config(cfg)
+    try:
+        budget = parse_duration(budget)
+    except ValueError as e:
+        raise ConfigError(f"--budget: {e}") from None
+    if budget is not None and budget <= 0:
+        raise ConfigError(f"--budget must be > 0, got {budget!r}")
+    if not cfg.data.eval:
+        raise ConfigError("pretune run needs a held-out file for the compress and bench stages: pass --eval FILE "
+                          "(or data.eval in the config)")
+    run_dir, state = _prepare_folder(cfg, budget, overwrite)
+    stages = _Stages(run_dir, state)
+    if "plan" not in state:
+        plan = make_plan(cfg, budget, probe_steps)
+        state.update(asked={"model": cfg.model.path, "train": cfg.data.train, "eval": cfg.data.eval,
+                            "budget_s": budget, "output": str(run_dir), "note": note},
+                     plan=plan, environment=environment())
+        stages.save()
+    else:
+        log.info("resuming %s: %s", run_dir, ", ".join(f"{k} {v.get('status')}" for k, v in state["stages"].items())
+                 or "planned")
+    plan = state["plan"]
+    for line in describe_plan(plan):
+        log.info("%s", line)
+
+    search_summary = _search_stage(cfg, run_dir, plan, stages, worker_init)
+    best_dir = Path(search_summary["best_dir"])
+    compressed = _compress_stage(cfg, run_dir, plan, best_dir, stages)
+    stages.start("report")
+    paths = report(run_dir)
+    stages.finish("report")
+    paths = report(run_dir)  # again, so the page shows the report stage's own status and time
+    objectives = [m for m, _ in search_summary["objectives"]]
+    return RunResult(run_dir, plan, state["stages"], best_dir,
+                     dict(zip(objectives, search_summary.get("best_values") or [])), compressed, paths)
+
+
+__all__ = ["run", "make_plan", "describe_plan", "RunResult", "STAGES"]

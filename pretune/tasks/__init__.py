@@ -1,0 +1,20 @@
+"""Tasks: what a model is trained to do, one unit of variation behind one interface (``Task``).
+
+A task decides how rows are read and checked, how batches are built, the loss, the metrics, the default
+metric and what ``predict`` returns (see ``base``). The stages look a task up by name (``get``) and never
+branch on it. A new task is one module here that calls ``register(Task(...))``, imported below.
+
+    from pretune import tasks
+    tasks.get("regression").default_metric   # "pearson"
+    tasks.names()                            # ("regression", "classification")
+"""
+
+from .base import REGISTRY, Task, TaskSpec, get, infer, names, register
+
+# Registration order is the order ``infer`` tries: classification, which accepts any labels, comes last.
+from . import regression as _regression  # noqa: E402,F401,I001
+from . import classification as _classification  # noqa: E402,F401
+from .load import TaskData, load_labelled, load_task_data, load_unlabelled, spec_from_config, task_of  # noqa: E402
+
+__all__ = ["Task", "TaskSpec", "TaskData", "REGISTRY", "register", "get", "names", "infer", "load_task_data",
+           "load_labelled", "load_unlabelled", "spec_from_config", "task_of"]

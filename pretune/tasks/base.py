@@ -1,0 +1,93 @@
+"""The task interface: one record of functions per task, registered by name.
+
+A task decides, for every stage:
+
+    data     read      rows of a table -> Examples (inputs checked, labels raw)
+             infer     whether a raw label column looks like this task (``data.task`` unset)
+             spec      raw training labels -> TaskSpec (the label set, checked)
+             labels    raw labels -> an array of targets, each bad value an error naming file, line and fix
+             encode    Examples -> token ids (``Encoded``), cached
+             stratify  split off a validation set per class
+    model    head      the Hugging Face config fields of the head (``num_labels``, ``id2label``, ...)
+             model_class  the ``transformers`` auto class that loads the saved model
+    train    collate   rows -> a padded batch;  loss (outputs, targets) -> mean loss;  soft_loss for distillation
+    metrics  metrics   (outputs, targets) -> named scores;  default_metric selects, stops early and searches
+    predict  rows      outputs -> one JSON-able dict per input row
+
+The stages call these through ``pretune.tasks.get(spec.task)``; none of them branches on a task's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from ..errors import ConfigError
+
+
+@dataclass
+class TaskSpec:
+    """What a model predicts: the task's name and, for classes, their names in id order."""
+
+    task: str
+    labels: list[str] = field(default_factory=list)  # empty when the task has no label set (regression)
+
+    @property
+    def num_labels(self) -> int:
+        """Outputs of the head: one per class, or one for a task without classes."""
+        return len(self.labels) or 1
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task's behaviour at every stage; see the module docstring for what each function does."""
+
+    name: str
+    description: str
+    read: Callable[..., Any]  # (table, cfg: DataConfig, labelled: bool) -> Examples
+    spec: Callable[..., TaskSpec]  # (raw labels, table, column) -> TaskSpec
+    labels: Callable[..., Any]  # (raw labels, spec, table, column) -> np.ndarray of targets
+    encode: Callable[..., Any]  # (examples, tokenizer, cfg: DataConfig, source) -> Encoded (labels not set)
+    head: Callable[[TaskSpec], dict]  # -> Hugging Face config fields of the head
+    loss: Callable[..., Any]  # (outputs (B, C), targets (B,)) -> mean loss, fp32
+    soft_loss: Callable[..., Any]  # (student outputs, teacher outputs, temperature) -> distillation loss
+    metrics: Callable[..., dict]  # (outputs (N, C), targets (N,), spec) -> {name: value}
+    default_metric: str
+    rows: Callable[..., list]  # (outputs (N, C), spec) -> one dict per row for predict
+    collate: Callable[..., dict]  # (encoded, rows, pad_id) -> batch of tensors
+    model_class: str = "AutoModelForSequenceClassification"
+    stratify: bool = False  # a validation split keeps each class's share
+    infer: Optional[Callable[[list], bool]] = None  # whether raw labels look like this task; None: never inferred
+
+
+REGISTRY: dict[str, Task] = {}
+
+
+def register(task: Task) -> Task:
+    """Add ``task`` to the registry; the order of registration is the order in which ``infer`` tries them."""
+    REGISTRY[task.name] = task
+    return task
+
+
+def names() -> tuple[str, ...]:
+    return tuple(REGISTRY)
+
+
+def get(name: str) -> Task:
+    """The task called ``name``.
+
+    Raises:
+        ConfigError: no such task; the message lists the registered ones.
+    """
+    if name not in REGISTRY:
+        raise ConfigError(f"data.task: unknown task {name!r}; choose one of {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def infer(raw_labels: list) -> str:
+    """The first registered task whose ``infer`` accepts these labels."""
+    for task in REGISTRY.values():
+        if task.infer is not None and task.infer(raw_labels):
+            return task.name
+    raise ConfigError("cannot tell the task from the labels; set data.task (--task) to one of "
+                      + ", ".join(REGISTRY))

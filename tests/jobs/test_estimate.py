@@ -1,0 +1,70 @@
+"""``estimate`` against real fits of the tiny BERT: time within tolerance, peak memory of a fresh process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+import pretune
+from pretune.cli import main
+from pretune.errors import PretuneError
+from pretune.jobs.estimate import estimate
+
+from conftest import make_rows, make_tiny_bert, tiny_config, write_csv
+
+
+@pytest.fixture(scope="module")
+def probe_config(tmp_path_factory):
+    root = tmp_path_factory.mktemp("estimate")
+    model = make_tiny_bert(root / "model", hidden=64)
+    train = write_csv(root / "train.csv", make_rows(400, seed=1))
+    # 135 optimizer steps: training, not fixed costs, dominates the trial
+    return tiny_config(model, train, root / "out", train={"epochs": 3, "batch_size": 8, "lr": 1e-3, "threads": 1})
+
+
+@pytest.mark.slow
+def test_predicted_trial_time_and_memory_match_real_fits(probe_config, tmp_path):
+    est = estimate(probe_config)
+    assert est.steps == 135 and est.probe_steps == 8 and 0 < est.error_pct < 100
+    pretune.fit(dict(probe_config, output=str(tmp_path / "warm")))  # a later trial: imports done, tokens cached
+    started = time.perf_counter()
+    pretune.fit(dict(probe_config, output=str(tmp_path / "timed")))
+    actual = time.perf_counter() - started
+    # The machine is shared: allow the stated error or 50%, whichever is larger.
+    tolerance = max(est.error_pct / 100, 0.5)
+    assert abs(actual - est.trial_s) <= tolerance * actual, (actual, est.describe())
+
+    # Peak memory: a fresh process running the same fit.
+    code = ("import json, sys, pretune; pretune.fit(json.loads(sys.argv[1]));"
+            "print([int(l.split()[1]) / 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
+    cfg = dict(probe_config, output=str(tmp_path / "fresh"))
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(cfg)], capture_output=True, text=True, check=True)
+    real_peak = float(out.stdout.strip().splitlines()[-1])
+    assert abs(real_peak - est.peak_memory_mb) <= 0.25 * real_peak, (real_peak, est.peak_memory_mb)
+
+
+def test_bad_input_is_the_fit_error_and_writes_nothing(probe_config, tmp_path):
+    bad = dict(probe_config, data={"train": str(tmp_path / "missing.csv")}, output=str(tmp_path / "o"))
+    with pytest.raises(PretuneError, match="missing.csv"):
+        estimate(bad, isolate=False)
+    assert not (tmp_path / "o").exists()
+
+
+def test_too_few_steps_is_refused(probe_config):
+    with pytest.raises(PretuneError, match="at least 2"):
+        estimate(probe_config, steps=1)
+
+
+@pytest.mark.slow
+def test_cli_prints_the_estimate(probe_config, capsys):
+    argv = ["estimate", "--model", probe_config["model"]["path"], "--train", probe_config["data"]["train"],
+            "--steps", "3", "data.max_length=32", "train.batch_size=8", "--epochs", "1"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["probe_steps"] == 3 and out["steps"] == 45 and out["trial_s"] > 0
+    assert "per trial (+/-" in captured.err

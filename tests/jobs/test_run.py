@@ -1,0 +1,188 @@
+"""``pretune run``: the plan (budget split, methods, refusals) with a fake estimate, and the whole job
+end to end on the tiny BERT, resumed stage by stage."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from pretune.jobs import run as pipeline
+from pretune.cli import main
+from pretune.config import config_from_dict
+from pretune.errors import ConfigError
+from pretune.jobs.estimate import Estimate
+
+from conftest import make_rows, tiny_config, write_csv
+
+
+def fake_estimate(trial_s: float = 10.0, step_s: float = 0.05):
+    def estimate(cfg, steps=8):
+        return Estimate(trial_s=trial_s, error_pct=10.0, step_s=step_s, steps=100, evals=2, eval_s=0.5,
+                        setup_s=1.0, save_s=0.1, peak_memory_mb=500.0, device="cpu", probe_steps=steps,
+                        train_rows=100, eval_rows=20, first_setup_s=3.0)
+    return estimate
+
+
+@pytest.fixture
+def cfg(tiny_bert, sentiment_csv, sentiment_eval_csv, tmp_path):
+    return config_from_dict(tiny_config(tiny_bert, sentiment_csv, tmp_path / "run",
+                                        data={"eval": str(sentiment_eval_csv)}))
+
+
+def test_plan_splits_the_budget_and_counts_trials(cfg, monkeypatch):
+    monkeypatch.setattr("pretune.jobs.estimate.estimate", fake_estimate(trial_s=10.0))
+    cfg.search.space = {"train.lr": [1e-3], "train.epochs": [1, 3]}  # mean 2 epochs = the config's 2
+    plan = pipeline.make_plan(cfg, 600.0)
+    left = 600.0 - plan["probe_s"] - pipeline.RESERVE_S
+    assert plan["search_s"] == pytest.approx(0.75 * left, abs=0.1)
+    assert plan["compress_s"] == pytest.approx(0.25 * left, abs=0.1)
+    assert plan["n_trials_fit"] == int((plan["search_s"] - 2.0) // 10.0)
+    # The time share binds, not the estimate (pruned trials are shorter); search.n_trials stays the cap.
+    assert plan["n_trials"] == cfg.search.n_trials == 20
+    line = pipeline.describe_plan(plan)[1]
+    assert f"about {plan['n_trials_fit']} unpruned trials" in line and "up to 20" in line
+
+
+def test_trial_time_scales_with_the_space_epochs(cfg, monkeypatch):
+    monkeypatch.setattr("pretune.jobs.estimate.estimate", fake_estimate(trial_s=10.0))
+    cfg.search.space = {"train.epochs": {"type": "int", "low": 3, "high": 5}}  # mean 4 = 2x the config's 2
+    assert pipeline.make_plan(cfg, 600.0)["trial_s"] == pytest.approx(1.0 + 9.0 * 2)
+
+
+def test_trained_methods_only_when_they_fit(cfg, monkeypatch):
+    monkeypatch.setattr("pretune.jobs.estimate.estimate", fake_estimate(trial_s=10.0, step_s=0.05))
+    assert pipeline.make_plan(cfg, 3600.0)["methods"] == pipeline.quick_methods() + pipeline.trained_methods()
+    assert pipeline.make_plan(cfg, 300.0)["methods"] == pipeline.quick_methods()
+    cfg.compress.methods = ["onnx"]
+    assert pipeline.make_plan(cfg, 300.0)["methods"] == ["onnx"]  # the user's choice stands
+
+
+def test_budget_too_small_for_one_trial_names_the_fix(cfg, monkeypatch):
+    monkeypatch.setattr("pretune.jobs.estimate.estimate", fake_estimate(trial_s=120.0))
+    with pytest.raises(ConfigError, match=r"cannot fit one trial.*raise --budget to at least \d+s"):
+        pipeline.make_plan(cfg, 90.0)
+
+
+def test_refusals_before_anything_is_written(cfg, tmp_path):
+    cfg.data.eval = None
+    with pytest.raises(ConfigError, match="needs a held-out file"):
+        pipeline.run(cfg)
+    cfg.data.eval = "dev.csv"
+    with pytest.raises(ConfigError, match="cannot read duration"):
+        pipeline.run(cfg, budget="soon")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_folder_with_another_run_is_not_resumed_with_another_config(cfg, monkeypatch, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    (run_dir / "run.json").write_text(json.dumps({"asked": {"budget_s": None}, "stages": {}}))
+    cfg.train.lr = 0.5
+    with pytest.raises(ConfigError, match=r"another config \(train.lr differ\)"):
+        pipeline.run(cfg)
+    cfg.train.lr = 5e-3
+    with pytest.raises(ConfigError, match="planned with budget None s, not 60.0 s"):
+        pipeline.run(cfg, budget="1m")
+
+
+@pytest.mark.slow
+def test_whole_job_on_tiny_bert_then_resume_skips_finished_stages(tiny_bert, tmp_path, capsys, caplog):
+    caplog.set_level("INFO", logger="pretune")
+    train = write_csv(tmp_path / "train.csv", make_rows(160, seed=1))
+    dev = write_csv(tmp_path / "dev.csv", make_rows(40, seed=2))
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"search": {"space": {"train.lr": [0.001, 0.005], "method.name": ["full"]},
+                                                 "sampler": "grid"}}))
+    argv = ["run", "--config", str(config), "--model", str(tiny_bert), "--train", str(train), "--eval", str(dev),
+            "--output", str(tmp_path / "run"), "--budget", "20m", "--n-trials", "2", "--methods",
+            "int8-dynamic-torch", "--probe-steps", "3", "--threads", "1", "data.max_length=32", "train.epochs=1",
+            "train.progress=false", "compress.threads=1", "compress.bench_runs=10", "compress.isolate=false"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out.strip().splitlines()[-1])
+    assert "plan: budget 20.0 min = search" in caplog.text and "per trial (+/-" in caplog.text
+    run_dir = tmp_path / "run"
+    state = json.loads((run_dir / "run.json").read_text())
+    assert {k: v["status"] for k, v in state["stages"].items()} == {"search": "done", "compress": "done",
+                                                                  "report": "done"}
+    assert state["stages"]["search"]["counts"]["complete"] == 2
+    variants = json.loads((run_dir / "compress" / "results.json").read_text())["variants"]
+    assert [(v["name"], v["status"] in ("accepted", "rejected")) for v in variants] == [("int8-dynamic-torch", True)]
+    html = (run_dir / "report.html").read_text()
+    for chart in ("search-history", "learning-curves", "pareto"):
+        assert f'data-chart="{chart}"' in html
+    from transformers import AutoModelForSequenceClassification
+    assert AutoModelForSequenceClassification.from_pretrained(out["best_dir"]).config.num_labels == 2
+
+    # Same command again: nothing is redone. Then a compress "killed" mid-way is redone, search is not.
+    assert main(argv) == 0
+    again = json.loads((run_dir / "run.json").read_text())
+    assert again["stages"]["search"] == state["stages"]["search"]
+    assert again["stages"]["compress"] == state["stages"]["compress"]
+    again["stages"]["compress"].update(status="running", started=again["stages"]["compress"].get("started", 0))
+    (run_dir / "run.json").write_text(json.dumps(again))
+    assert main(argv) == 0
+    last = json.loads((run_dir / "run.json").read_text())
+    assert last["stages"]["search"]["attempts"] == 1 and last["stages"]["compress"]["attempts"] == 2
+    assert len(json.loads((run_dir / "search" / "trials.json").read_text())) == 2
+
+
+@pytest.mark.slow
+def test_run_killed_during_search_resumes_without_losing_a_finished_trial(tiny_bert, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    train = write_csv(tmp_path / "train.csv", make_rows(160, seed=1))
+    dev = write_csv(tmp_path / "dev.csv", make_rows(40, seed=2))
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"search": {"space": {"train.lr": [0.001, 0.002, 0.005]}, "sampler": "grid",
+                                                 "heartbeat": 1}}))
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "pretune.cli", "run", "--config", str(config), "--model", str(tiny_bert),
+            "--train", str(train), "--eval", str(dev), "--output", str(run_dir), "--n-trials", "3", "--methods",
+            "int8-dynamic-torch", "--probe-steps", "2", "--threads", "1", "data.max_length=32", "train.epochs=2",
+            "train.progress=false", "compress.threads=1", "compress.bench_runs=10", "compress.isolate=false"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    deadline = time.time() + 240
+    while not (run_dir / "search" / "trials" / "0001").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)  # during the second trial, the first one finished
+    proc.wait()
+    state = json.loads((run_dir / "run.json").read_text())
+    assert state["stages"]["search"]["status"] == "running"
+
+    time.sleep(2.5)  # > 2 heartbeats: the killed trial is seen as dead and re-queued
+    done = subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    state = json.loads((run_dir / "run.json").read_text())
+    assert state["stages"]["search"]["attempts"] == 2 and state["stages"]["compress"]["status"] == "done"
+    trials = json.loads((run_dir / "search" / "trials.json").read_text())
+    # the trial finished before the kill is kept, not re-run; the killed one is failed and re-run with its
+    # parameters; three trials are counted in all
+    assert trials[0]["number"] == 0 and trials[0]["state"] == "complete"
+    killed = [t for t in trials if t["state"] == "fail"]
+    assert len(killed) == 1 and "worker died" in killed[0]["fail_reason"]
+    rerun = [t for t in trials if t["retry_of"] == killed[0]["number"]]
+    assert len(rerun) == 1 and rerun[0]["params.train.lr"] == killed[0]["params.train.lr"]
+    assert sum(t["state"] in ("complete", "pruned") for t in trials) == 3
+    assert (run_dir / "report.html").is_file()
+
+
+def test_compress_drops_training_methods_when_search_overran(cfg, tmp_path):
+    plan = {"budget_s": 600.0, "probe_s": 10.0, "compress_s": 150.0,
+            "methods": pipeline.quick_methods() + pipeline.trained_methods()}
+    stages = pipeline._Stages(tmp_path, {"stages": {"search": {"status": "done", "seconds": 450.0}}})
+    # 600 - 10 probe - 450 search - 30 reserve = 110 s left < 150 planned
+    assert pipeline._methods_left(cfg, plan, stages) == pipeline.quick_methods()
+    stages.state["stages"]["search"]["seconds"] = 300.0
+    assert pipeline._methods_left(cfg, plan, stages) == plan["methods"]  # on plan: everything runs
+    cfg.compress.methods = ["distill"]
+    stages.state["stages"]["search"]["seconds"] = 590.0
+    assert pipeline._methods_left(cfg, dict(plan, methods=["distill"]), stages) == ["distill"]  # the user's choice
