@@ -6,7 +6,7 @@
 #   .ci/postgres.sh stop              # stops the server and deletes its folder ($PRETUNE_PG_DIR)
 #
 # stdout carries only the export lines; progress goes to stderr. Set PRETUNE_PYTHON to a venv python to also
-# install the psycopg2-binary driver there when it is missing.
+# install the psycopg 3 driver (the postgres extra's) there when it has no PostgreSQL driver.
 set -euo pipefail
 
 log() { echo "postgres.sh: $*" >&2; }
@@ -50,9 +50,10 @@ start() {
     as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
         -o "-h 127.0.0.1 -p $port -k $dir -c fsync=off -c max_connections=50" start >/dev/null
     as_pg "$bin/createdb" -h 127.0.0.1 -p "$port" -U "$user" "$db"
-    if [ -n "${PRETUNE_PYTHON:-}" ] && ! "$PRETUNE_PYTHON" -c "import psycopg2" 2>/dev/null; then
-        log "installing psycopg2-binary into $PRETUNE_PYTHON"
-        "$PRETUNE_PYTHON" -m pip install -q psycopg2-binary >&2
+    if [ -n "${PRETUNE_PYTHON:-}" ] && ! "$PRETUNE_PYTHON" -c "import psycopg" 2>/dev/null \
+            && ! "$PRETUNE_PYTHON" -c "import psycopg2" 2>/dev/null; then
+        log "installing psycopg[binary] into $PRETUNE_PYTHON"
+        "$PRETUNE_PYTHON" -m pip install -q 'psycopg[binary]>=3.1' >&2
     fi
     log "server running on 127.0.0.1:$port (folder $dir)"
     echo "export PRETUNE_PG_DIR=$dir"

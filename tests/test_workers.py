@@ -57,3 +57,13 @@ def test_a_real_worker_process_answers_and_reports_unknown_jobs():
     assert out.returncode == 2
     answer = json.loads(out.stdout.strip().splitlines()[-1])
     assert answer["type"] == "WorkerFailed" and "known: bench, estimate" in answer["error"]
+
+
+def test_a_missing_extra_is_one_line_naming_it(monkeypatch):
+    """A compress method that needs ONNX Runtime, where it is not installed, names the extra that brings it."""
+    from pretune.compress.quantize import _need_onnx
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    with pytest.raises(errors.MissingExtra, match=r"compress method int8-dynamic-ort needs onnxruntime, which is "
+                                                  r"not installed; pip install 'pretune\[onnx\]'"):
+        _need_onnx("int8-dynamic-ort")

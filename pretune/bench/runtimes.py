@@ -105,7 +105,7 @@ def load_runner(folder: str | os.PathLike, threads: int = 2):
     """
     from transformers import AutoConfig
 
-    from ..compress.formats import load_torch_variant, read_manifest  # bench reads what compress writes
+    from ..compress.formats import FORMATS, load_torch_variant, read_manifest  # bench reads what compress writes
     from ..models import check_model_folder, load_finetuned, load_tokenizer
 
     folder = Path(folder)
@@ -126,4 +126,4 @@ def load_runner(folder: str | os.PathLike, threads: int = 2):
             raise ModelError(f"{folder}: {path.name} is missing; re-create the ONNX variant")
         return OrtRunner(path, threads), config, tokenizer
     check_model_folder(folder)
-    raise ModelError(f"{folder}/{VARIANT_MANIFEST}: unknown format {fmt!r}; expected hf, hf-pruned, torch-int8-dynamic or onnx")
+    raise ModelError(f"{folder}/{VARIANT_MANIFEST}: unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")

@@ -180,8 +180,11 @@ def load_pruned(folder: Path, manifest: dict) -> nn.Module:
     return model.eval()
 
 
-def load_torch_variant(folder: Path, manifest: dict) -> nn.Module:
-    """The PyTorch model of a ``torch-int8-dynamic`` or ``hf-pruned`` folder."""
+def load_torch_variant(folder: str | os.PathLike, manifest: Optional[dict] = None) -> nn.Module:
+    """The PyTorch model of a ``torch-int8-dynamic`` or ``hf-pruned`` folder (``manifest``: its
+    ``pretune_variant.json``, read from the folder when not given)."""
+    folder = Path(folder)
+    manifest = manifest if manifest is not None else read_manifest(folder)
     fmt = manifest.get("format")
     if fmt == "torch-int8-dynamic":
         return load_torch_int8(folder, manifest)

@@ -6,11 +6,14 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from ..files import atomic_path
+
+if TYPE_CHECKING:
+    import torch
 
 CACHE_VERSION = "1"
 

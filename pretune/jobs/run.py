@@ -281,7 +281,8 @@ def _prepare_folder(cfg: RunConfig, budget: Optional[float], overwrite: bool) ->
 
 
 def run(cfg: RunConfig | dict | str | Path, *, budget: str | float | None = None, overwrite: bool = False,
-        probe_steps: int = 8, note: Optional[str] = None, worker_init: Optional[Callable[[], None]] = None) -> RunResult:
+        probe_steps: int = 8, note: Optional[str] = None,
+        worker_init: Optional[Callable[[], None]] = None) -> RunResult:
     """The whole job: plan, search, best model, compress (with bench), report; resumable per stage.
 
     Args:

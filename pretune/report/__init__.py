@@ -1,4 +1,4 @@
-"""Report stage (``pretune report``): a self-contained HTML page and a Markdown summary, built only from a run's saved results.
+"""Report stage (``pretune report``): a self-contained HTML page and a Markdown summary, from saved results only.
 
     from pretune.report import report         # or: import pretune; pretune.report(run_dir)
     paths = report("runs/sst2")                # {"html": .../report.html, "markdown": .../report.md}

@@ -178,8 +178,8 @@ def make_storage(url: str, heartbeat: Optional[int]) -> optuna.storages.RDBStora
     except Exception as e:  # sqlalchemy raises many kinds: bad URL, missing driver, refused connection
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"search.storage: cannot open {_redact(url)!r} ({reason}); check the URL, that the "
-                          "database server is running and its driver is installed (PostgreSQL: pip install "
-                          "psycopg2-binary)") from None
+                          "database server is running and its driver is installed (PostgreSQL, psycopg 3: pip install "
+                          "'pretune[postgres]')") from None
 
 
 def _with_driver(url: str) -> str:

@@ -137,6 +137,31 @@ def test_existing_run_folder_is_not_clobbered(tiny_bert, sentiment_csv, tmp_path
     assert (out / "precious.txt").exists()
 
 
+@pytest.mark.parametrize("command", ["fit", "search", "run"])
+def test_output_naming_a_file_is_a_one_line_error(command, tiny_bert, sentiment_csv, sentiment_eval_csv, tmp_path,
+                                                  capsys):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("not a folder")
+    argv = [command, "--model", str(tiny_bert), "--train", str(sentiment_csv), "--eval", str(sentiment_eval_csv),
+            "--output", str(taken), "train.progress=false"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"pretune {command}: error: output {taken} is a file, not a folder; choose another --output"
+    assert taken.read_text() == "not a folder"
+
+
+def test_resume_with_another_config_is_a_one_line_error(tiny_bert, sentiment_csv, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = fit_args(tiny_bert, sentiment_csv, out)
+    assert main([*argv, "train.max_steps=2"]) == 0
+    (out / "results.json").unlink()  # as if killed before the end: resume would continue it
+    capsys.readouterr()
+    assert main([*argv, "train.max_steps=2", "train.lr=0.1", "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "was started with another config (train.lr differ)" in err, err
+    assert f"resume with --config {out / 'config.yaml'}" in err
+
+
 def _run_cli(args, **kw):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "pretune.cli", *args], env=env, stdout=subprocess.PIPE,

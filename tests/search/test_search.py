@@ -324,3 +324,19 @@ def test_trials_write_no_checkpoints(base_config, monkeypatch):
     result = search({**base_config, "search": {"space": {"train.lr": LR}, "n_trials": 2, "pruner": "none"}})
     assert result.counts["complete"] == 2 and all(r["accuracy"] is not None for r in result.trials)
     assert written == []
+
+
+def test_a_search_on_float_labels_aims_at_the_regression_metric(tiny_bert, tmp_path):
+    """data.task unset: the search infers the task from the labels as fit does, and maximises Pearson."""
+    from conftest import write_csv
+
+    from pretune.config import config_from_dict
+    from pretune.search import make_plan
+
+    scores = write_csv(tmp_path / "scores.csv", [("good film", 0.9), ("bad film", 0.1), ("fine plot", 0.6)])
+    plan = make_plan(config_from_dict({"model": {"path": str(tiny_bert)}, "data": {"train": str(scores)},
+                                       "output": str(tmp_path / "search")}))
+    assert plan.objectives == [("pearson", "maximize")]
+    labels = write_csv(tmp_path / "labels.csv", [("good film", "pos"), ("bad film", "neg")])
+    plan = make_plan(config_from_dict({"data": {"train": str(labels)}, "output": str(tmp_path / "search2")}))
+    assert plan.objectives == [("accuracy", "maximize")]
