@@ -73,7 +73,7 @@ def run_pretune(arm: str, args, train: Path, dev: Path, out: Path) -> list[dict]
            "data": {"train": str(train), "eval": str(dev), "max_length": args.max_length,
                     "cache_dir": str(out / "cache")},
            "train": {"eval_every": args.eval_every, "threads": args.threads, "seed": args.seed, "progress": False,
-                     "bf16": args.bf16},
+                     "precision": "bf16" if args.bf16 else "fp32", "device": "cpu"},
            "search": {"space": space(args.epochs_max), "budget_samples": args.budget, "n_trials": 1000,
                       "sampler": sampler, "pruner": pruner, "seed": args.seed, "prune_after": args.prune_after},
            "output": str(out / arm)}

@@ -14,7 +14,7 @@ runs, so their MFU reads as "fraction of what fp32 could do").
 computes every position), to show what that fast path contributes.
 
 ``--precisions fp32,bf16`` adds bf16-autocast arms of both (pretune's
-``train.bf16``, the Trainer's ``bf16=True``); each precision is compared like
+``train.precision=bf16``, the Trainer's ``bf16=True``); each precision is compared like
 for like, and pretune bf16 against the Trainer fp32 as well.
 
     python benchmarks/train_throughput.py --train-samples 4000 --repeats 2 --threads 2 --precisions fp32,bf16
@@ -80,7 +80,7 @@ def worker_pretune(args) -> dict:
                  "text": "sentence", "max_train_samples": args.train_samples},
         "train": {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "warmup": args.warmup,
                   "weight_decay": 0.01, "threads": args.threads, "seed": args.seed, "progress": False,
-                  "restore_best": False, "bf16": args.precision == "bf16",
+                  "restore_best": False, "precision": args.precision, "device": "cpu",
                   "first_token_only": args.worker != "pretune-allpos"},
         "output": str(out)})
     r = fit(cfg)
@@ -99,6 +99,7 @@ def worker_trainer(args) -> dict:
 
     from pretune.config import ModelConfig
     from pretune.models import load_for_task
+    from pretune.runtime import resolve
     from pretune.train import evaluate
 
     torch.set_num_threads(args.threads)
@@ -130,7 +131,8 @@ def worker_trainer(args) -> dict:
     t0 = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - t0
-    acc = evaluate(model, data.eval, data.spec, 128, tok.pad_token_id, args.precision == "bf16")["accuracy"]
+    rt = resolve("cpu", args.precision)
+    acc = evaluate(model, data.eval, data.spec, 128, tok.pad_token_id, rt)["accuracy"]
     return {"samples_per_s": len(enc) * args.epochs / seconds, "train_seconds": seconds,
             "samples": int(len(enc) * args.epochs), "tokens": int(enc.lengths.sum() * args.epochs),
             "accuracy": acc, "nonemb_params": non_embedding_params(model)}

@@ -6,11 +6,11 @@ from pretune.errors import ConfigError
 
 def test_overrides_are_typed_and_nested():
     cfg = load_config(overrides=["train.lr=3e-5", "lora.r=16", "lora.target_modules=query,value",
-                                 "train.bf16=true", "data.text_pair=null"])
+                                 "train.precision=bf16", "data.text_pair=null"])
     assert cfg.train.lr == pytest.approx(3e-5)
     assert cfg.lora.r == 16
     assert cfg.lora.target_modules == ["query", "value"]
-    assert cfg.train.bf16 is True and cfg.data.text_pair is None
+    assert cfg.train.precision == "bf16" and cfg.data.text_pair is None
 
 
 def test_yaml_then_flags_then_overrides(tmp_path):

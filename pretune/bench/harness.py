@@ -38,6 +38,10 @@ class BenchConfig:
     seed: int = 0
     isolate: bool = False  # measure in a fresh subprocess (honest peak memory)
     latency_only: bool = False  # batch-1 latency alone: no eval pass, throughput or memory
+    # The PyTorch runtime's device and precision (as train.device and train.precision); ONNX Runtime runs on
+    # the CPU in the precision of its graph. The deployment baseline is the CPU in fp32.
+    device: str = "cpu"
+    precision: str = "fp32"
 
 
 def _rss_mb(field: str) -> Optional[float]:
@@ -117,12 +121,13 @@ def measure(model_dir: str | os.PathLike, data: str, *, text: str = "text", text
     """Benchmark ``model_dir`` in this process; see ``bench`` for the arguments and result."""
     from .. import tasks
     from ..compress.formats import read_manifest
+    from ..runtime import resolve
     from .runtimes import load_runner, weights_size_bytes
 
     cfg = cfg or BenchConfig()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     start_rss = _rss_mb("VmRSS")
-    runner, config, tokenizer = load_runner(model_dir, cfg.threads)
+    runner, config, tokenizer = load_runner(model_dir, cfg.threads, resolve(cfg.device, cfg.precision))
     enc, spec = load_eval(data, tokenizer, config, text, text_pair, label, cfg.max_length,
                           cfg.max_eval_samples, cfg.seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError, require
+from ..runtime import CPU, Runtime
 from ..files import VARIANT_MANIFEST
 WEIGHT_SUFFIXES = (".safetensors", ".onnx", ".onnx.data", ".bin", ".data")
 
@@ -45,12 +46,18 @@ def weights_size_bytes(folder: str | os.PathLike) -> int:
 @dataclass
 class TorchRunner:
     model: nn.Module
+    runtime: Runtime = CPU
     backend: str = "pytorch"
+
+    def __post_init__(self) -> None:
+        self.model.to(self.runtime.device)
 
     @torch.inference_mode()
     def predict(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        inputs = {k: torch.from_numpy(v) for k, v in batch.items()}
-        return self.model(**inputs).logits.float().numpy()
+        inputs = self.runtime.to_device({k: torch.from_numpy(v) for k, v in batch.items()})
+        with self.runtime.autocast():
+            logits = self.model(**inputs).logits
+        return logits.float().cpu().numpy()  # the copy waits for the device: timings are whole
 
     def num_parameters(self) -> int:
         from ..compress.formats import torch_parameter_count  # bench reads what compress writes
@@ -97,8 +104,10 @@ class OrtRunner:
 # ------------------------------------------------------------------ dispatch
 
 
-def load_runner(folder: str | os.PathLike, threads: int = 2):
+def load_runner(folder: str | os.PathLike, threads: int = 2, runtime: Runtime = CPU):
     """Load ``folder`` with the runtime its manifest names; returns (Runner, HF config, tokenizer).
+
+    ``runtime`` is the device and precision of the PyTorch formats (int8 ones run on the CPU only).
 
     Raises:
         ModelError: the folder is missing, is not a model folder, or names an unknown format.
@@ -114,12 +123,13 @@ def load_runner(folder: str | os.PathLike, threads: int = 2):
     torch.set_num_threads(threads)
     if fmt == "hf":
         model, tokenizer, _ = load_finetuned(folder)
-        return TorchRunner(model), model.config, tokenizer
+        return TorchRunner(model, runtime), model.config, tokenizer
     if not (folder / "config.json").is_file():
         raise ModelError(f"{folder}: variant folder lacks config.json; re-create it with pretune compress")
     config, tokenizer = AutoConfig.from_pretrained(str(folder)), load_tokenizer(folder)
     if fmt in ("torch-int8-dynamic", "hf-pruned"):
-        return TorchRunner(load_torch_variant(folder, manifest)), config, tokenizer
+        on = runtime if fmt == "hf-pruned" else CPU  # torch's dynamic int8 kernels are CPU kernels
+        return TorchRunner(load_torch_variant(folder, manifest), on), config, tokenizer
     if fmt == "onnx":
         path = folder / manifest.get("file", "model.onnx")
         if not path.is_file():

@@ -16,6 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_columns(p)
     p.add_argument("--output", default=None, help="folder for bench.json (default: print only)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for every runtime (default: 2)")
+    p.add_argument("--device", default="cpu", help="device of the PyTorch runtime: cpu (default), cuda, cuda:N")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16", "auto"),
+                   help="precision of the PyTorch runtime (default fp32, the deployment baseline)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size of the throughput pass (default: 32)")
     p.add_argument("--runs", type=int, default=200, help="timed batch-1 calls (default: 200)")
     p.add_argument("--max-eval-samples", type=int, default=None, help="evaluate on a seeded subset")
@@ -34,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got {value}")
     cfg = BenchConfig(threads=args.threads, batch_size=args.batch_size, runs=args.runs,
                       max_eval_samples=args.max_eval_samples, max_length=args.max_length,
-                      isolate=not args.no_isolate)
+                      isolate=not args.no_isolate, device=args.device, precision=args.precision)
     r = bench(args.model, args.data, text=args.text, text_pair=args.text_pair, label=args.label,
               output=args.output, cfg=cfg)
     print(format_result(r))

@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     metrics = evaluate_folder(args.model_dir, args.data, text=args.text, text_pair=args.text_pair,
                               label=args.label, max_length=args.max_length, batch_size=args.batch_size,
-                              threads=args.threads)
+                              threads=args.threads, device=args.device, precision=args.precision)
     if args.output:
         write_json(args.output, metrics)
     print(json.dumps(metrics))

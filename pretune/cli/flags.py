@@ -10,7 +10,7 @@ import argparse
 from typing import Optional
 
 from .. import tasks
-from ..config import METHODS, load_config, parse_duration, read_yaml
+from ..config import METHODS, PRECISIONS, load_config, parse_duration, read_yaml
 from ..errors import ConfigError
 
 # flag dest -> config key. Flags left unset do not override the YAML.
@@ -20,6 +20,7 @@ FLAG_KEYS = {
     "max_train_samples": "data.max_train_samples", "method": "method.name", "epochs": "train.epochs",
     "lr": "train.lr", "batch_size": "train.batch_size", "seed": "train.seed", "threads": "train.threads",
     "output": "output", "allow_pickle": "model.allow_pickle", "trust_remote_code": "model.trust_remote_code",
+    "device": "train.device", "precision": "train.precision",
 }
 
 
@@ -64,6 +65,9 @@ def add_model_data(p: argparse.ArgumentParser) -> None:
     t.add_argument("--batch-size", type=int)
     t.add_argument("--seed", type=int)
     t.add_argument("--threads", type=int, help="CPU threads for torch")
+    t.add_argument("--device", help="auto (default: CUDA when available, else the CPU), cpu, cuda, cuda:N, mps")
+    t.add_argument("--precision", choices=PRECISIONS,
+                   help="auto (default: bf16 where the device runs it natively, else fp32), fp32, bf16, fp16")
     p.add_argument("--output", help="run folder (default runs/fit)")
 
 
@@ -72,6 +76,9 @@ def add_inference(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int)
+    p.add_argument("--device", default="auto", help="auto (CUDA when available, else the CPU), cpu, cuda, cuda:N")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="auto (bf16 where the device runs it natively, else fp32), fp32, bf16, fp16")
 
 
 def flags_to_config(args: argparse.Namespace) -> dict:

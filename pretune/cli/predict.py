@@ -22,7 +22,8 @@ def run(args: argparse.Namespace) -> int:
     from ..jobs.predict import predict_file
 
     rows = predict_file(args.model_dir, args.input, text=args.text, text_pair=args.text_pair,
-                        max_length=args.max_length, batch_size=args.batch_size, threads=args.threads)
+                        max_length=args.max_length, batch_size=args.batch_size, threads=args.threads,
+                        device=args.device, precision=args.precision)
     lines = "".join(json.dumps(r) + "\n" for r in rows)
     if args.output:
         write_text(args.output, lines)

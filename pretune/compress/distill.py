@@ -94,9 +94,10 @@ def train_with(ctx: Context, model: nn.Module, steps: int, loss_fn) -> None:
     from ..train import train
 
     cfg = ctx.cfg
+    # The variants are CPU deployment models, measured in fp32 against an fp32 source: they train so too.
     tcfg = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, max_steps=steps, warmup=0.06, eval_every=steps,
                        eval_batch_size=64, progress=False, threads=cfg.threads, seed=cfg.seed,
-                       restore_best=False)
+                       restore_best=False, device="cpu", precision="fp32")
     # The loop wants an eval set; a slice of the training rows keeps the held-out rows unseen.
     monitor = ctx.train.select(list(range(min(256, len(ctx.train)))))
     train(model, ctx.train, monitor, ctx.spec, tcfg, pad_id=ctx.pad_id, loss_fn=loss_fn)

@@ -53,34 +53,31 @@ def _dur(s: float) -> str:
     return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
-def _timed_step(model, optimizer, train_set, rows_groups, pad_id, cfg, loss_fn, collate) -> float:
+def _timed_step(model, optimizer, train_set, rows_groups, pad_id, cfg, loss_fn, collate, rt, scaler) -> float:
     """One optimizer step, the loop's own (``train.step.optimizer_step``); seconds."""
-    import torch
-
     from ..train import optimizer_step
 
     params = [p for g in optimizer.param_groups for p in g["params"]]
     t0 = time.perf_counter()
     optimizer_step(model, optimizer, train_set, rows_groups, sum(len(r) for r in rows_groups), loss_fn=loss_fn,
-                   pad_id=pad_id, cfg=cfg, params=params, step=1, collate=collate)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+                   pad_id=pad_id, cfg=cfg, params=params, step=1, collate=collate, runtime=rt, scaler=scaler)
+    rt.synchronize()
     return time.perf_counter() - t0
 
 
 def probe(cfg: RunConfig, steps: int = 8, eval_rows: int = 256) -> Estimate:
     """Run the probe in this process; see ``estimate``."""
     import numpy as np
-    import torch
 
     from .. import tasks
     from ..data import epoch_batches
     from ..models.fastpath import first_token_only
-    from ..runtime import peak_rss_mb, set_threads
+    from ..runtime import peak_memory_mb, resolve, set_threads
     from ..train import build_optimizer, default_loss, evaluate, plan_steps
     from .fit import prepare
 
     set_threads(cfg.train.threads)
+    rt = resolve(cfg.train.device, cfg.train.precision, cfg.train.tf32)
     t0 = time.perf_counter()
     prepare(cfg)  # the first load pays for imports and tokenization, which later trials find done
     cold_s = time.perf_counter() - t0
@@ -89,23 +86,24 @@ def probe(cfg: RunConfig, steps: int = 8, eval_rows: int = 256) -> Estimate:
     tokenizer, data, model = prepare(cfg)
     setup_s = time.perf_counter() - t0
     tc, pad_id = cfg.train, tokenizer.pad_token_id or 0
-    optimizer, loss_fn = build_optimizer(model, tc), default_loss(data.spec)
+    model.to(rt.device)
+    optimizer, loss_fn, scaler = build_optimizer(model, tc), default_loss(data.spec), rt.scaler()
     collate = tasks.get(data.spec.task).collate
     with first_token_only(model, tc.first_token_only):  # time what fit will run
         model.train()
         batches = epoch_batches(data.train.lengths, tc.batch_size, tc.seed, 0, tc.group_by_length)
         longest = max(batches, key=lambda b: int(data.train.lengths[b].max()) * len(b))
         # warm-up on the longest batch, untimed: it sets the memory peak a trial reaches
-        _timed_step(model, optimizer, data.train, [longest] * tc.grad_accum, pad_id, tc, loss_fn, collate)
+        _timed_step(model, optimizer, data.train, [longest] * tc.grad_accum, pad_id, tc, loss_fn, collate, rt, scaler)
         groups = [batches[i * tc.grad_accum:(i + 1) * tc.grad_accum] for i in range(len(batches) // tc.grad_accum)]
         # Spread the probe over the epoch so it sees short and long batches as training will.
         picks = np.linspace(0, len(groups) - 1, num=min(steps, len(groups))).round().astype(int)
-        times = np.array([_timed_step(model, optimizer, data.train, groups[i], pad_id, tc, loss_fn, collate)
+        times = np.array([_timed_step(model, optimizer, data.train, groups[i], pad_id, tc, loss_fn, collate, rt, scaler)
                           for i in picks])
 
         sub = data.eval.select(list(range(min(eval_rows, len(data.eval)))))
         t0 = time.perf_counter()
-        evaluate(model, sub, data.spec, tc.eval_batch_size, pad_id, tc.bf16)
+        evaluate(model, sub, data.spec, tc.eval_batch_size, pad_id, rt)
         eval_s = (time.perf_counter() - t0) * len(data.eval) / max(len(sub), 1)
     save_s = _save_seconds(model, optimizer)
 
@@ -115,9 +113,8 @@ def probe(cfg: RunConfig, steps: int = 8, eval_rows: int = 256) -> Estimate:
     trial_s = setup_s + total * times.mean() + (evals + 1) * eval_s + (evals + 1) * save_s
     sem = times.std(ddof=1) / math.sqrt(len(times)) if len(times) > 1 else times.mean()
     err_s = 2 * sem * total + 0.2 * (setup_s + (evals + 1) * (eval_s + save_s))  # fixed costs vary ~20% run to run
-    peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else peak_rss_mb()
-    device = f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else \
-        f"cpu, {torch.get_num_threads()} threads"
+    peak = peak_memory_mb(rt.device)  # allocated tensors on a GPU, resident memory on the CPU
+    device = rt.describe()
     return Estimate(trial_s=float(trial_s), error_pct=float(100 * err_s / trial_s), step_s=float(times.mean()),
                     steps=total, evals=evals, eval_s=float(eval_s), setup_s=float(setup_s), save_s=float(save_s),
                     first_setup_s=float(cold_s),

@@ -26,8 +26,8 @@ from ..models import (
     resolve_model_path,
     unwrap_for_saving,
 )
-from ..models.fastpath import first_token_only
-from ..runtime import environment, seed_everything, set_threads
+from ..models.fastpath import fast_path_status, first_token_only
+from ..runtime import environment, resolve, seed_everything, set_threads
 from ..train import Callback, distributed, evaluate, train
 
 log = logging.getLogger("pretune")
@@ -130,23 +130,24 @@ def fit(cfg: RunConfig | dict | str | Path | None = None, *, callback: Callback 
         log.info("run %s is already finished; nothing to resume", run_dir)
         return FitResult.from_json(run_dir, done)
     set_threads(cfg.train.threads)
+    rt = resolve(cfg.train.device, cfg.train.precision, cfg.train.tf32)
     tokenizer, data, model = prepare(cfg)  # raises on bad input before the folder exists
     trainable, total = count_parameters(model)
     if writer:
         _describe(cfg, data, trainable, total)
+        log.info("on %s; %s", rt.describe(), fast_path_status(model, cfg.train.first_token_only)[1])
         run_dir.mkdir(parents=True, exist_ok=True)
         files.write_text(run_dir / files.CONFIG, cfg.to_yaml())
     started = time.time()
     try:
         with first_token_only(model, cfg.train.first_token_only):
             result = train(model, data.train, data.eval, data.spec, cfg.train, pad_id=tokenizer.pad_token_id,
-                           run_dir=run_dir, callback=callback, resume=resume)
+                           run_dir=run_dir, callback=callback, resume=resume, runtime=rt)
     finally:
         distributed.release()  # no-op in one process
     final = unwrap_for_saving(model, merge=cfg.lora.merge)
     with first_token_only(final, cfg.train.first_token_only):
-        metrics = evaluate(final, data.eval, data.spec, cfg.train.eval_batch_size, tokenizer.pad_token_id,
-                           cfg.train.bf16)
+        metrics = evaluate(final, data.eval, data.spec, cfg.train.eval_batch_size, tokenizer.pad_token_id, rt)
     model_dir = run_dir / files.MODEL
     if not writer:
         return FitResult(run_dir, model_dir, metrics, result.history, result.best_step, result.step,
@@ -162,7 +163,7 @@ def fit(cfg: RunConfig | dict | str | Path | None = None, *, callback: Callback 
         "task": data.spec.task, "labels": data.spec.labels, "method": cfg.method.name,
         "train_rows": len(data.train), "eval_rows": len(data.eval), "eval_source": data.eval_source,
         "model_dir": str(model_dir), "history": result.history, "environment": environment(),
-        "world_size": distributed.world_size(),
+        "world_size": distributed.world_size(), "device": str(rt.device), "precision": rt.precision,
     }
     files.write_json(run_dir / files.RESULTS, out)
     shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())

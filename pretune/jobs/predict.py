@@ -10,31 +10,37 @@ from .. import tasks
 from ..config import DataConfig
 from ..models import load_finetuned
 from ..models.fastpath import first_token_only
-from ..runtime import set_threads
+from ..runtime import resolve, set_threads
 from ..train import predict_outputs
 
 
 def evaluate_folder(model_dir: str, data: str, *, text: str = "text", text_pair: str | None = None,
                     label: str = "label", max_length: int = 128, batch_size: int = 64,
-                    threads: int | None = None) -> dict[str, float]:
-    """Metrics of a saved model on a labelled file (labels unseen in training are errors)."""
+                    threads: int | None = None, device: str = "auto", precision: str = "auto") -> dict[str, float]:
+    """Metrics of a saved model on a labelled file (labels unseen in training are errors), on ``device`` in
+    ``precision`` (as ``train.device`` and ``train.precision``; the defaults are fit's)."""
     set_threads(threads)
+    rt = resolve(device, precision)
     model, tokenizer, spec = load_finetuned(model_dir)
+    model.to(rt.device)
     cfg = DataConfig(text=text, text_pair=text_pair, label=label, max_length=max_length)
     enc = tasks.load_labelled(data, cfg, spec, tokenizer)
     with first_token_only(model):  # same outputs, less work (pretune.models.fastpath)
-        outputs = predict_outputs(model, enc, spec, batch_size, tokenizer.pad_token_id)
+        outputs = predict_outputs(model, enc, spec, batch_size, tokenizer.pad_token_id, rt)
     return {**tasks.get(spec.task).metrics(outputs, enc.labels, spec), "rows": len(enc)}
 
 
 def predict_file(model_dir: str, data: str, *, text: str = "text", text_pair: str | None = None,
-                 max_length: int = 128, batch_size: int = 64, threads: int | None = None) -> list[dict]:
+                 max_length: int = 128, batch_size: int = 64, threads: int | None = None, device: str = "auto",
+                 precision: str = "auto") -> list[dict]:
     """One dict per row, as the model's task writes it (classification: ``label`` and ``probs``;
-    regression: ``prediction``)."""
+    regression: ``prediction``), computed on ``device`` in ``precision``."""
     set_threads(threads)
+    rt = resolve(device, precision)
     model, tokenizer, spec = load_finetuned(model_dir)
+    model.to(rt.device)
     cfg = DataConfig(text=text, text_pair=text_pair, max_length=max_length)
     enc = tasks.load_unlabelled(data, cfg, spec, tokenizer)
     with first_token_only(model):
-        outputs = predict_outputs(model, enc, spec, batch_size, tokenizer.pad_token_id)
+        outputs = predict_outputs(model, enc, spec, batch_size, tokenizer.pad_token_id, rt)
     return tasks.get(spec.task).rows(outputs, spec)

@@ -32,30 +32,35 @@ SUPPORTED = {
 ATTENTION = ("sdpa", "eager")  # flex attention takes a BlockMask, which a query of length 1 does not fit
 
 
-def _last_layer(model: nn.Module) -> Optional[nn.Module]:
-    """The last encoder layer of a supported classifier (bare or inside a peft wrapper), else None."""
+def _last_layer(model: nn.Module) -> tuple[Optional[nn.Module], str]:
+    """The last encoder layer of a supported classifier (bare or inside a peft wrapper), or None and why not."""
     head = next((m for m in model.modules() if type(m).__name__ in SUPPORTED), None)
     if head is None:
-        return None
+        kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+        return None, f"model type {kind!r} is not a BERT-family sequence classifier"
     config = head.config
     if config.output_hidden_states or config.output_attentions or getattr(config, "is_decoder", False):
-        return None  # someone wants every position of every layer
-    if getattr(config, "_attn_implementation", None) not in ATTENTION:
-        return None
+        return None, "every position of every layer is asked for"  # output_hidden_states, a decoder
+    implementation = getattr(config, "_attn_implementation", None)
+    if implementation not in ATTENTION:
+        return None, f"attention {implementation!r} (it works with {' and '.join(ATTENTION)})"
     encoder = next((m for m in head.modules() if type(m).__name__ == SUPPORTED[type(head).__name__]), None)
     if encoder is None or not len(getattr(encoder, "layer", ())):
-        return None
+        return None, "no encoder layers found"
     layer = encoder.layer[-1]
     needed = ("attention", "feed_forward_chunk")
-    if not all(hasattr(layer, n) for n in needed) or not hasattr(layer.attention, "self"):
-        return None
-    if not hasattr(sys.modules[type(layer.attention.self).__module__], "eager_attention_forward"):
-        return None
-    return layer
+    if not all(hasattr(layer, n) for n in needed) or not hasattr(layer.attention, "self") \
+            or not hasattr(sys.modules[type(layer.attention.self).__module__], "eager_attention_forward"):
+        return None, f"this transformers version's {type(layer).__name__} has another anatomy"
+    return layer, ""
 
 
-def supports_first_token_only(model: nn.Module) -> bool:
-    return _last_layer(model) is not None
+def fast_path_status(model: nn.Module, enabled: bool = True) -> tuple[bool, str]:
+    """Whether the first-token fast path will run, and a line saying so (or why not)."""
+    if not enabled:
+        return False, "first-token fast path off (train.first_token_only=false)"
+    layer, reason = _last_layer(model)
+    return (True, "first-token fast path on") if layer is not None else (False, f"first-token fast path off: {reason}")
 
 
 def _forward_first_token(layer: nn.Module):
@@ -92,7 +97,7 @@ def first_token_only(model: nn.Module, enabled: bool = True) -> Iterator[bool]:
 
     Yields whether the patch is active. Outside the block the model is as it was.
     """
-    layer = _last_layer(model) if enabled else None
+    layer = _last_layer(model)[0] if enabled else None
     if layer is None:
         yield False
         return

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import tasks
 from ..config import ModelConfig
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
 from ..tasks import TaskSpec
 
 log = logging.getLogger("pretune")
@@ -76,6 +76,25 @@ def load_tokenizer(path: str | os.PathLike, trust_remote_code: bool = False):
     return tok
 
 
+def check_attention(name: str) -> str:
+    """``model.attn_implementation``, checked: flash attention needs a GPU and the flash-attn package.
+
+    Raises:
+        ConfigError: flash_attention_2 where it cannot run.
+    """
+    if name == "flash_attention_2":
+        import importlib.util
+
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("model.attn_implementation=flash_attention_2 needs a CUDA GPU; use sdpa (the default)")
+        if importlib.util.find_spec("flash_attn") is None:
+            raise ConfigError("model.attn_implementation=flash_attention_2 needs the flash-attn package "
+                              "(pip install flash-attn); or use sdpa (the default)")
+    return name
+
+
 def _auto_class(task: tasks.Task):
     import transformers
 
@@ -101,6 +120,7 @@ def load_for_task(cfg: ModelConfig, spec: TaskSpec):
             raise ModelError(f"{folder}: the model needs its own code; pass --trust-remote-code "
                              "only if you trust the source") from None
         raise ModelError(f"{folder}: unsupported model config ({msg})") from None
+    attention = check_attention(cfg.attn_implementation)
     task = tasks.get(spec.task)
     for key, value in task.head(spec).items():
         setattr(hf_cfg, key, value)
@@ -111,7 +131,7 @@ def load_for_task(cfg: ModelConfig, spec: TaskSpec):
     try:
         model = _auto_class(task).from_pretrained(
             str(folder), config=hf_cfg, use_safetensors=None if cfg.allow_pickle else True,
-            trust_remote_code=cfg.trust_remote_code, ignore_mismatched_sizes=True)
+            trust_remote_code=cfg.trust_remote_code, ignore_mismatched_sizes=True, attn_implementation=attention)
     except ValueError as e:
         raise ModelError(f"{folder}: cannot build a {task.model_class.removeprefix('AutoModelFor')} model for model "
                          f"type {hf_cfg.model_type!r} ({str(e).splitlines()[0]})") from None
@@ -120,15 +140,18 @@ def load_for_task(cfg: ModelConfig, spec: TaskSpec):
     return model, tokenizer
 
 
-def load_finetuned(path: str | os.PathLike, allow_pickle: bool = False, trust_remote_code: bool = False):
+def load_finetuned(path: str | os.PathLike, allow_pickle: bool = False, trust_remote_code: bool = False,
+                   attn_implementation: str = "sdpa"):
     """Load a folder written by ``pretune fit``; returns (model, tokenizer, TaskSpec)."""
     from transformers import AutoConfig
 
     folder = check_model_folder(path, allow_pickle)
+    attention = check_attention(attn_implementation)
     try:
         spec = spec_of(AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code))
         model = _auto_class(tasks.get(spec.task)).from_pretrained(
-            str(folder), use_safetensors=None if allow_pickle else True, trust_remote_code=trust_remote_code)
+            str(folder), use_safetensors=None if allow_pickle else True, trust_remote_code=trust_remote_code,
+            attn_implementation=attention)
     except (ValueError, OSError) as e:
         raise ModelError(f"{folder}: cannot load as a fine-tuned model ({str(e).splitlines()[0]})") from None
     model.eval()

@@ -1,9 +1,10 @@
 """Atomic checkpoints with everything exact resume needs.
 
 A checkpoint is a folder ``checkpoints/step-00000123`` holding the trainable
-weights (safetensors), optimizer and scheduler state, RNG states and the
-training position. It is written under a temporary name and renamed into
-place, so a kill at any moment leaves only whole checkpoints.
+weights (safetensors), optimizer, scheduler and (fp16) gradient-scaler state, RNG
+states and the training position. It is written under a temporary name and
+renamed into place, so a kill at any moment leaves only whole checkpoints. Tensors
+are stored on the CPU, so a checkpoint written on one device resumes on another.
 """
 
 from __future__ import annotations
@@ -43,28 +44,39 @@ def load_trainable(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 def rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "python": random.getstate(),
-            "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])}
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    # On another device (or another GPU count) the CUDA generators start from the seed: exact resume is
+    # promised on the same device only.
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
     random.setstate(tuple(v if not isinstance(v, list) else tuple(v) for v in state["python"]))
     name, keys, *rest = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
 
 
 def save_checkpoint(ckpt_dir: Path, step: int, model: nn.Module, optimizer, scheduler,
-                    position: dict[str, Any], keep: int, average: WeightAverage | None = None) -> Path:
+                    position: dict[str, Any], keep: int, average: WeightAverage | None = None,
+                    scaler=None) -> Path:
     """Write ``ckpt_dir/step-NNNNNNNN`` atomically, then delete all but the newest ``keep``."""
     final = files.checkpoint_dir(ckpt_dir, step)
     with atomic_path(final) as tmp:
         tmp.mkdir()
-        save_file(trainable_state(model), str(tmp / files.CKPT_TRAINABLE))
+        save_file(_on_cpu(trainable_state(model)), str(tmp / files.CKPT_TRAINABLE))
         if average is not None:
-            save_file(average.state_dict(), str(tmp / files.CKPT_AVERAGE))
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng": rng_state()}, tmp / files.CKPT_STATE)
+            save_file(_on_cpu(average.state_dict()), str(tmp / files.CKPT_AVERAGE))
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()}
+        if scaler is not None:
+            state["scaler"] = scaler.state_dict()
+        torch.save(state, tmp / files.CKPT_STATE)
         (tmp / files.CKPT_POSITION).write_text(json.dumps(position, indent=2))
     for old in list_checkpoints(ckpt_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -79,9 +91,14 @@ def list_checkpoints(ckpt_dir: Path) -> list[Path]:
     return sorted(done, key=lambda p: int(p.name.split("-")[1]))
 
 
+def _on_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.cpu() for k, v in state.items()}
+
+
 def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler,
-                    average: WeightAverage | None = None) -> dict[str, Any]:
-    """Restore weights, optimizer, scheduler, RNG and the weight average; return the saved position."""
+                    average: WeightAverage | None = None, scaler=None) -> dict[str, Any]:
+    """Restore weights, optimizer, scheduler, gradient scaler, RNG and the weight average; return the saved
+    position. The tensors move to the device the model is on."""
     load_trainable(model, load_file(str(path / files.CKPT_TRAINABLE)))
     if average is not None:
         if not (path / files.CKPT_AVERAGE).is_file():
@@ -89,8 +106,10 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler,
                                "train.ema_decay=0: resume with that, or start afresh without --resume")
         average.load_state_dict(load_file(str(path / files.CKPT_AVERAGE)))
     # weights_only: a checkpoint holds tensors and plain values, never code.
-    state = torch.load(path / files.CKPT_STATE, weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
+    state = torch.load(path / files.CKPT_STATE, weights_only=True, map_location="cpu")
+    optimizer.load_state_dict(state["optimizer"])  # moves each state tensor to its parameter's device
     scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
     return json.loads((path / files.CKPT_POSITION).read_text())

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 from torch import nn
 
 from .. import tasks
 from ..data import Encoded, eval_batches
+from ..runtime import CPU, Runtime
 from ..tasks import TaskSpec
 
 
@@ -21,22 +20,19 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return inputs
 
 
-def autocast(enabled: bool):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
-
-
 @torch.no_grad()
 def predict_outputs(model: nn.Module, enc: Encoded, spec: TaskSpec, batch_size: int, pad_id: int,
-                    bf16: bool = False) -> np.ndarray:
-    """Logits (N, C) in the original row order, batches built by ``spec``'s task."""
+                    runtime: Runtime = CPU) -> np.ndarray:
+    """Logits (N, C) in the original row order, batches built by ``spec``'s task, on ``runtime``'s device
+    and in its precision."""
     collate = tasks.get(spec.task).collate
     was_training = model.training
     model.eval()
     out = None
     for rows in eval_batches(enc.lengths, batch_size):
-        batch = collate(enc, rows, pad_id)
-        with autocast(bf16):
-            logits = model(**model_inputs(batch)).logits.float().numpy()
+        batch = runtime.to_device(collate(enc, rows, pad_id))
+        with runtime.autocast():
+            logits = model(**model_inputs(batch)).logits.float().cpu().numpy()
         if out is None:
             out = np.zeros((len(enc), logits.shape[-1]), dtype=np.float32)
         out[rows] = logits
@@ -45,10 +41,10 @@ def predict_outputs(model: nn.Module, enc: Encoded, spec: TaskSpec, batch_size: 
 
 
 def evaluate(model: nn.Module, enc: Encoded, spec: TaskSpec, batch_size: int, pad_id: int,
-             bf16: bool = False) -> dict[str, float]:
+             runtime: Runtime = CPU) -> dict[str, float]:
     """The task's metrics and its ``loss`` on a labelled set."""
     task = tasks.get(spec.task)
-    outputs = predict_outputs(model, enc, spec, batch_size, pad_id, bf16)
+    outputs = predict_outputs(model, enc, spec, batch_size, pad_id, runtime)
     metrics = task.metrics(outputs, enc.labels, spec)
     metrics["loss"] = float(task.loss(torch.from_numpy(outputs), torch.from_numpy(enc.labels)))
     return metrics

@@ -2,7 +2,7 @@
 
     for each optimizer step:
         for each micro-batch in the accumulation group:   # same update as one big batch
-            forward (bf16 autocast optional), loss * rows / rows_in_step, backward
+            forward (autocast in train.precision), loss * rows / rows_in_step, backward
         clip, AdamW step, schedule step
         with train.ema_decay: fold the weights into their moving average, which is what gets evaluated and saved
         every eval_every steps and at train.eval_at: evaluate, callback (search prunes here), early stopping,
@@ -31,14 +31,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .. import files
+from .. import files, tasks
 from ..config import TrainConfig
-from .. import tasks
 from ..data import Encoded, epoch_batches
 from ..files import append_jsonl, atomic_path, read_jsonl
 from ..metrics import higher_is_better
 from ..tasks import TaskSpec
-from ..runtime import seed_everything, set_threads
+from ..runtime import Runtime, resolve, seed_everything, set_threads
 from . import distributed
 from .average import WeightAverage
 from .checkpoint import list_checkpoints, load_checkpoint, load_trainable, save_checkpoint, trainable_state
@@ -96,7 +95,7 @@ def plan_steps(n_rows: int, cfg: TrainConfig, world_size: int = 1) -> tuple[int,
 
 def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpec, cfg: TrainConfig, *,
           pad_id: int, run_dir: str | Path | None = None, callback: Callback | None = None,
-          loss_fn: LossFn | None = None, resume: bool = False) -> TrainResult:
+          loss_fn: LossFn | None = None, resume: bool = False, runtime: Runtime | None = None) -> TrainResult:
     """Train ``model`` in place on ``train_set``, evaluating on ``eval_set``.
 
     Args:
@@ -105,7 +104,9 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
         callback: called as ``callback(step, metrics)`` after each evaluation; an exception it raises
             (e.g. ``optuna.TrialPruned``) stops training and propagates.
         loss_fn: ``loss_fn(model, batch) -> (loss, logits)``; default: the task's loss.
-        resume: continue from the newest checkpoint in ``run_dir`` if there is one.
+        resume: continue from the newest checkpoint in ``run_dir`` if there is one (saved on any device).
+        runtime: device and precision; default resolved from ``cfg.device``, ``cfg.precision``, ``cfg.tf32``.
+            The model is moved to the device.
 
     Returns:
         TrainResult; the model ends with the best evaluation's weights when ``cfg.restore_best``, and
@@ -118,6 +119,8 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
     writer = rank == 0  # only rank 0 writes metrics and checkpoints; every rank reads them to resume
     set_threads(cfg.threads)
     seed_everything(cfg.seed + rank)  # dropout differs across ranks; the weights come from rank 0 below
+    runtime = runtime or resolve(cfg.device, cfg.precision, cfg.tf32)
+    model.to(runtime.device)  # before the optimizer is built: its state lives where the parameters do
     if world > 1:
         distributed.broadcast_parameters(model)
     if cfg.gradient_checkpointing:
@@ -134,6 +137,7 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, total)
     average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
+    scaler = runtime.scaler()  # fp16 only
 
     run_dir = Path(run_dir) if run_dir else None
     if run_dir and writer:
@@ -143,7 +147,7 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
     st = TrainState()
     if resume and ckpt_dir and list_checkpoints(ckpt_dir):
         st = TrainState(**load_checkpoint(list_checkpoints(ckpt_dir)[-1], model, optimizer, scheduler,
-                                                average))
+                                          average, scaler))
         _truncate_log(metrics_path, st.step)  # lines logged after the checkpoint are replayed
     elif metrics_path and metrics_path.exists():
         metrics_path.unlink()
@@ -167,7 +171,8 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
         t0 = time.perf_counter()
         step_loss, step_tokens = optimizer_step(model, optimizer, train_set, group[rank::world], rows_in_step,
                                                 loss_fn=loss_fn, pad_id=pad_id, cfg=cfg, params=trained,
-                                                step=st.step + 1, world=world, collate=collate)
+                                                step=st.step + 1, world=world, collate=collate,
+                                                runtime=runtime, scaler=scaler)
         st.tokens += step_tokens
         scheduler.step()
         st.step += 1
@@ -183,7 +188,7 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
         if st.step % eval_every == 0 or st.step == total or st.step in eval_steps:
             with average.applied() if average is not None else nullcontext():
                 record = {"step": st.step, "epoch": round(st.step / per_epoch, 4), "samples": st.samples,
-                          **evaluate(model, eval_set, spec, cfg.eval_batch_size, pad_id, cfg.bf16)}
+                          **evaluate(model, eval_set, spec, cfg.eval_batch_size, pad_id, runtime)}
                 improved = _is_better(record.get(metric), st.best_value, metric)
                 if improved:
                     best_state = trainable_state(model)
@@ -194,7 +199,7 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
                 st.best_value, st.best_step, st.bad_evals = record[metric], st.step, 0
                 if ckpt_dir and writer:
                     with atomic_path(ckpt_dir / files.BEST_WEIGHTS) as tmp:
-                        save_file(best_state, str(tmp))
+                        save_file({k: v.cpu() for k, v in best_state.items()}, str(tmp))
             else:
                 st.bad_evals += 1
             if cfg.progress and writer:
@@ -205,7 +210,7 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
                 stopped_early = True
         if ckpt_dir and writer and (st.step % ckpt_every == 0) and st.step < total and not stopped_early:
             save_checkpoint(ckpt_dir, st.step, model, optimizer, scheduler, asdict(st), cfg.keep_checkpoints,
-                            average)
+                            average, scaler)
         bar.update(1)
         if stopped_early:
             break

@@ -2,16 +2,16 @@
 
     zero the gradients
     for each micro-batch this process runs:       # accumulation gives the big batch's update
-        forward (autocast), loss * rows / rows_in_step, backward
+        batch to the device; forward (autocast), loss * rows / rows_in_step, backward (scaled for fp16)
     sum gradients over ranks (torchrun)
     stop if the loss is not finite
-    clip, optimizer step
+    unscale (fp16), clip, optimizer step
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -20,8 +20,8 @@ from torch import nn
 from ..config import TrainConfig
 from ..data import Encoded, collate
 from ..errors import TrainingDiverged
+from ..runtime import CPU, Runtime
 from . import distributed
-from .evaluate import autocast
 
 LossFn = Callable[[nn.Module, dict], tuple[torch.Tensor, torch.Tensor]]
 
@@ -29,7 +29,8 @@ LossFn = Callable[[nn.Module, dict], tuple[torch.Tensor, torch.Tensor]]
 def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, data: Encoded, micro: list[np.ndarray],
                    rows_in_step: int, *, loss_fn: LossFn, pad_id: int, cfg: TrainConfig,
                    params: list[torch.Tensor], step: int, world: int = 1,
-                   collate: Callable[..., dict] = collate) -> tuple[float, int]:
+                   collate: Callable[..., dict] = collate, runtime: Runtime = CPU,
+                   scaler: Optional["torch.amp.GradScaler"] = None) -> tuple[float, int]:
     """Run one optimizer step over ``micro`` (this process's micro-batches, row indices into ``data``).
 
     Args:
@@ -38,6 +39,8 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, data: Enc
         step: this step's number (1-based), for the divergence message.
         world: processes sharing the step (their gradients are summed).
         collate: builds a batch from rows (the task's; default: padded text rows).
+        runtime: the device the model is on and the precision of the passes.
+        scaler: fp16's gradient scaler (``runtime.scaler()``), None otherwise.
 
     Returns:
         (sum over the step's rows of the loss, real tokens of the step), both over every rank.
@@ -46,21 +49,31 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, data: Enc
         TrainingDiverged: the loss is NaN or infinite.
     """
     optimizer.zero_grad(set_to_none=True)
-    step_loss, step_tokens = 0.0, 0
+    step_loss = torch.zeros((), device=runtime.device)  # summed on the device: one sync per step, not per batch
+    step_tokens = 0
     for rows in micro:
         batch = collate(data, rows, pad_id)
-        with autocast(cfg.bf16):
+        step_tokens += int(batch["attention_mask"].sum())  # counted on the host, before the copy
+        batch = runtime.to_device(batch)
+        with runtime.autocast():
             loss, _ = loss_fn(model, batch)
         # Weight by rows so accumulated micro-batches give the big batch's mean gradient.
-        (loss * (len(rows) / rows_in_step)).backward()
-        step_loss += loss.item() * len(rows)
-        step_tokens += int(batch["attention_mask"].sum())
+        weighted = loss * (len(rows) / rows_in_step)
+        (scaler.scale(weighted) if scaler is not None else weighted).backward()
+        step_loss += loss.detach().float() * len(rows)
+    total = float(step_loss)
     if world > 1:
-        step_loss, step_tokens = distributed.sum_gradients(params, [step_loss, step_tokens])
-    if not math.isfinite(step_loss):
-        raise TrainingDiverged(f"loss became {step_loss / rows_in_step} at step {step}; lower "
+        total, step_tokens = distributed.sum_gradients(params, [total, step_tokens])
+    if not math.isfinite(total):
+        raise TrainingDiverged(f"loss became {total / rows_in_step} at step {step}; lower "
                                f"train.lr (now {cfg.lr:g}) or set train.max_grad_norm")
+    if scaler is not None:
+        scaler.unscale_(optimizer)  # clip the true gradients; a step with inf/nan ones is skipped by the scaler
     if cfg.max_grad_norm:
         nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-    optimizer.step()
-    return step_loss, int(step_tokens)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return total, int(step_tokens)

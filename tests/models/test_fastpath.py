@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pretune.models.fastpath import first_token_only, supports_first_token_only
+from pretune.models.fastpath import fast_path_status, first_token_only
 
 
 def _classifier(kind: str, attn: str, labels: int = 3, **extra):
@@ -91,12 +91,17 @@ def test_unsupported_models_are_left_alone():
 
     token_model = BertForTokenClassification(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2,
                                                         num_attention_heads=4, intermediate_size=64))
-    assert not supports_first_token_only(token_model)  # every position is labelled
+    on, why = fast_path_status(token_model)  # every position is labelled
+    assert not on and why == "first-token fast path off: model type 'bert' is not a BERT-family sequence classifier"
     with first_token_only(token_model) as active:
         assert not active
     wants_hidden = _classifier("bert", "sdpa")
     wants_hidden.config.output_hidden_states = True
-    assert not supports_first_token_only(wants_hidden)
+    assert fast_path_status(wants_hidden) == (False, "first-token fast path off: every position of every layer is "
+                                                     "asked for")
+    assert fast_path_status(_classifier("bert", "eager")) == (True, "first-token fast path on")
+    assert fast_path_status(_classifier("bert", "sdpa"), enabled=False) == (
+        False, "first-token fast path off (train.first_token_only=false)")
     with first_token_only(_classifier("bert", "sdpa"), enabled=False) as active:
         assert not active
 

@@ -76,9 +76,10 @@ def _outputs_of(folder, data):
     from pretune.config import DataConfig
     from pretune.models import load_finetuned
     from pretune.models.fastpath import first_token_only
+    from pretune.runtime import resolve
     from pretune.train import predict_outputs
 
     model, tok, spec = load_finetuned(folder)
     enc = tasks.load_unlabelled(str(data), DataConfig(max_length=32), spec, tok)
-    with first_token_only(model):  # as predict runs it
-        return predict_outputs(model, enc, spec, 64, tok.pad_token_id)
+    with first_token_only(model):  # as predict runs it, at its default device and precision
+        return predict_outputs(model, enc, spec, 64, tok.pad_token_id, resolve("auto", "auto"))

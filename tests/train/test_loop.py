@@ -135,9 +135,11 @@ def test_schedules_warm_up_then_decay(tiny_bert, sentiment_csv, tmp_path, schedu
     assert lrs[-1] == pytest.approx(end, abs=1e-6)
 
 
-@pytest.mark.parametrize("ema_decay", [0.0, 0.8])
-def test_in_process_resume_matches_uninterrupted(tiny_bert, sentiment_csv, tmp_path, ema_decay):
-    kw = dict(epochs=3, eval_every=4, checkpoint_every=4, restore_best=False, ema_decay=ema_decay)
+@pytest.mark.parametrize("ema_decay, precision", [(0.0, "fp32"), (0.8, "fp32"), (0.0, "bf16"), (0.0, "fp16")])
+def test_in_process_resume_matches_uninterrupted(tiny_bert, sentiment_csv, tmp_path, ema_decay, precision):
+    """Exact in every precision: fp16's gradient scaler is part of the checkpoint."""
+    kw = dict(epochs=3, eval_every=4, checkpoint_every=4, restore_best=False, ema_decay=ema_decay,
+              precision=precision)
     cfg, tok, data, model = _setup(tiny_bert, sentiment_csv, tmp_path, **kw)
     train(model, data.train, data.eval, data.spec, cfg.train, pad_id=tok.pad_token_id)
     expected = _weights(model)
@@ -184,9 +186,11 @@ def test_checkpoint_every_zero_writes_no_checkpoints_and_keeps_the_best_in_memor
     assert final["loss"] == pytest.approx(result.best["loss"], rel=1e-6)  # restore_best worked from memory
 
 
-def test_bf16_and_gradient_checkpointing_train(tiny_bert, sentiment_csv, tmp_path):
-    cfg, tok, data, model = _setup(tiny_bert, sentiment_csv, tmp_path, bf16=True, gradient_checkpointing=True,
-                                   epochs=4)
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_and_gradient_checkpointing_train(precision, tiny_bert, sentiment_csv, tmp_path):
+    """bf16 autocast, and fp16 autocast with a gradient scaler, on the CPU."""
+    cfg, tok, data, model = _setup(tiny_bert, sentiment_csv, tmp_path, precision=precision,
+                                   gradient_checkpointing=True, epochs=4)
     result = train(model, data.train, data.eval, data.spec, cfg.train, pad_id=tok.pad_token_id)
     assert result.best["accuracy"] >= 0.8
 
