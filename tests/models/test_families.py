@@ -1,7 +1,7 @@
 """Every model family through the model stage: heads, padding, the layer finder, the tuning methods, LoRA targets,
 and one contract over fit -> predict -> reload with ``transformers`` alone.
 
-The models are 2-layer, 32-wide and random (``tests/families.py``); each is built once per session.
+The models are 2-layer, 32-wide and random (``tests/families.py``); ``family_dir`` builds each once per session.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_rows, write_csv
-from families import DECODERS, FAMILIES, make_tiny
+from families import DECODERS, FAMILIES
 
 import pretune
 from pretune.config import config_from_dict
@@ -48,17 +48,6 @@ LORA_DEFAULTS = {"bert": ["query", "value"], "roberta": ["query", "value"], "deb
                  "distilbert": ["k_lin", "lin1", "lin2", "out_lin", "q_lin", "v_lin"],
                  "modernbert": ["Wi", "Wo", "Wqkv"]}
 NO_BIAS = ("llama", "modernbert")  # bodies without a single bias term: BitFit is refused
-
-
-@pytest.fixture(scope="session")
-def family_dir(tmp_path_factory):
-    built = {}
-
-    def get(family):
-        if family not in built:
-            built[family] = make_tiny(family, tmp_path_factory.mktemp("families") / family)
-        return built[family]
-    return get
 
 
 def _load(folder, name="full", spec=SPEC, **sections):
