@@ -18,7 +18,8 @@ import pretune
 from pretune.config import config_from_dict
 from pretune.data import collate, tokenize
 from pretune.errors import ConfigError
-from pretune.models import METHODS, apply_method, encoder_layers, layer_index, load_for_task, lora_targets
+from pretune.models import (METHODS, apply_method, encoder_layers, head_parameter_names, layer_index, load_for_task,
+                            lora_targets)
 from pretune.models.fastpath import supports_first_token_only
 from pretune.tasks import TaskSpec
 from pretune.train import build_optimizer, default_loss
@@ -150,6 +151,12 @@ def test_lora_default_targets_come_from_the_architecture(family, family_dir):
     assert set(LORA_DEFAULTS[family]) <= {n.rsplit(".", 1)[-1] for n in every}
     head = {"classifier", "score", "pre_classifier", "out_proj"}
     assert not head & set(every)
+    # the search's default space samples these keywords as strings
+    adapted, _, _ = _load(family_dir(family), "lora", lora={"target_modules": "all-linear"})
+    head = {n.rsplit(".", 1)[0] for n in head_parameter_names(model)}
+    body = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n not in head}
+    assert {n.split(".lora_A")[0].removeprefix("base_model.model.") for n, _ in adapted.named_parameters()
+            if ".lora_A" in n} == body
 
 
 def test_bert_all_linear_leaves_the_pooler_alone(family_dir):
@@ -188,12 +195,13 @@ def _data(tmp_path, task, pair):
     return write_csv(tmp_path / f"{task}.csv", rows)
 
 
-CASES = [(f, "classification", False) for f in FAMILIES] + [(f, "regression", False) for f in FAMILIES] + \
-        [(f, "classification", True) for f in ("bert", "llama")]
+CASES = [(f, "classification", False, "full") for f in FAMILIES] + \
+        [(f, "regression", False, "full") for f in FAMILIES] + \
+        [(f, "classification", True, "lora") for f in ("bert", "llama")]  # pairs; LoRA merged into the saved model
 
 
-@pytest.mark.parametrize("family,task,pair", CASES)
-def test_fit_predict_and_reload_with_transformers(family, task, pair, family_dir, tmp_path):
+@pytest.mark.parametrize("family,task,pair,method", CASES)
+def test_fit_predict_and_reload_with_transformers(family, task, pair, method, family_dir, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
     data = _data(tmp_path, task, pair)
@@ -202,7 +210,7 @@ def test_fit_predict_and_reload_with_transformers(family, task, pair, family_dir
                           "data": {"train": str(data), "task": task, "max_length": 24, **columns},
                           "train": {"max_steps": 3, "batch_size": 16, "lr": 1e-3, "progress": False, "threads": 1,
                                     "eval_every": 3},
-                          "output": str(tmp_path / "run")})
+                          "method": {"name": method}, "output": str(tmp_path / "run")})
     rows = pretune.predict(str(result.model_dir), str(data), max_length=24, threads=1, **columns)
     assert len(rows) == 64 and all(("label" in r) if task == "classification" else ("prediction" in r) for r in rows)
 
