@@ -60,7 +60,7 @@ class LoraConfig:
     r: int = 8
     alpha: int = 16
     dropout: float = 0.1
-    target_modules: Optional[list[str]] = None  # None: the attention query/value projections
+    target_modules: Optional[list[str]] = None  # None/[auto]: the architecture's default; [all-linear]; or names
     merge: bool = True  # merge the adapter into the saved model (a plain transformers folder)
 
 

@@ -70,6 +70,21 @@ def tiny_bert(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def family_dir(tmp_path_factory):
+    """``family_dir("llama")``: a tiny random base model of that family with its tokenizer (``tests/families.py``),
+    built on first use and shared by the session."""
+    from families import make_tiny
+
+    built: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in built:
+            built[family] = make_tiny(family, tmp_path_factory.mktemp("families") / family)
+        return built[family]
+    return get
+
+
+@pytest.fixture(scope="session")
 def sentiment_csv(tmp_path_factory) -> Path:
     return write_csv(tmp_path_factory.mktemp("data") / "train.csv", make_rows(240, seed=1))
 

@@ -9,6 +9,7 @@ teacher layer it was copied from. The same loss drives recovery fine-tuning afte
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -17,7 +18,7 @@ from torch import nn
 
 from .. import tasks
 from ..config import TrainConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, PretuneError
 from ..models import encoder_layers
 from ..tasks import TaskSpec
 from ..train import model_inputs
@@ -74,19 +75,40 @@ def student_layers(n_layers: int, wanted: Optional[list[int]]) -> list[int]:
     return keep
 
 
+# Config lists with one entry per layer (Qwen2's, ModernBERT's attention types): the kept layers keep theirs.
+PER_LAYER_CONFIG = ("layer_types",)
+
+
 def make_student(teacher: nn.Module, keep: list[int]) -> nn.Module:
-    """A copy of ``teacher`` with only the encoder layers ``keep`` (embeddings and head shared by copy)."""
-    student = copy.deepcopy(teacher)
-    prefix, layers = encoder_layers(student)
-    parent_name, _, attr = prefix.rpartition(".")
-    parent = student.get_submodule(parent_name) if parent_name else student
-    setattr(parent, attr, nn.ModuleList([layers[i] for i in keep]))
-    for j, layer in enumerate(getattr(parent, attr)):
-        for mod in layer.modules():  # keep cache indices consistent with the new depth
-            if hasattr(mod, "layer_idx"):
-                mod.layer_idx = j
-    student.config.num_hidden_layers = len(keep)
-    return student
+    """A model of ``teacher``'s class with only the layers ``keep`` (embeddings and head copied too).
+
+    The student is built from its own config, then given the teacher's weights, so that it is the model its
+    saved folder reloads as: ModernBERT's first layer has no attention norm, so a kept upper layer loses its own.
+
+    Raises:
+        PretuneError: the student's architecture has weights the teacher's layers cannot fill.
+    """
+    prefix, layers = encoder_layers(teacher)
+    config = copy.deepcopy(teacher.config)
+    for key in PER_LAYER_CONFIG:  # first: setting num_hidden_layers checks that these lists match it
+        if isinstance(getattr(config, key, None), list):
+            setattr(config, key, [getattr(config, key)[i] for i in keep])
+    config.num_hidden_layers = len(keep)
+    new_index = {str(i): str(j) for j, i in enumerate(keep)}
+    pattern = re.compile(re.escape(prefix) + r"\.(\d+)\.")
+    state = {}
+    for name, tensor in teacher.state_dict().items():
+        m = pattern.match(name)
+        if m is None:
+            state[name] = tensor
+        elif m.group(1) in new_index:
+            state[f"{prefix}.{new_index[m.group(1)]}.{name[m.end():]}"] = tensor
+    student = type(teacher)(config)
+    missing, _ = student.load_state_dict(state, strict=False)  # unexpected: weights the new layout drops
+    if missing:
+        raise PretuneError(f"distill: the {len(keep)}-layer student of model type {config.model_type!r} has weights "
+                           f"the teacher cannot fill ({', '.join(missing[:3])}); set compress.student_layers")
+    return student.to(next(teacher.parameters()).device).train(teacher.training)
 
 
 def train_with(ctx: Context, model: nn.Module, steps: int, loss_fn) -> None:

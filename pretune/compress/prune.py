@@ -70,12 +70,21 @@ def prune_magnitude(ctx: Context, out: Path) -> dict:
     return {"sparsity": zeros / total, "target_sparsity": ctx.cfg.sparsity, **facts}
 
 
-def _check_bert_layout(layer: nn.Module) -> None:
-    names = dict(layer.named_modules())
-    missing = [n for n in (Q, K, V, ATT_OUT, FFN_IN, FFN_OUT) if not isinstance(names.get(n), nn.Linear)]
-    if missing:
-        raise PretuneError(f"structured pruning supports BERT-style encoder layers; {type(layer).__name__} "
-                           f"lacks {', '.join(missing)}")
+def check_bert_layout(model: nn.Module) -> None:
+    """Raise a one-line ``PretuneError`` unless every layer has BERT's anatomy (what ``shrink_layer`` slices).
+
+    DistilBERT, DeBERTa, ModernBERT and decoders name, fuse or share these projections differently
+    (DeBERTa's relative attention reuses query/key on the position embeddings; Llama's grouped KV heads).
+    """
+    from ..models import model_type
+
+    _, layers = encoder_layers(model)
+    for layer in layers:
+        names = dict(layer.named_modules())
+        if not all(isinstance(names.get(n), nn.Linear) for n in (Q, K, V, ATT_OUT, FFN_IN, FFN_OUT)):
+            raise PretuneError(f"prune-structured: model type {model_type(model)!r} has no BERT-style "
+                               "attention.self.query/key/value and intermediate/output layers; use prune-magnitude "
+                               "or distill")
 
 
 def _taylor_scores(ctx: Context, model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -140,10 +149,9 @@ def linear_shapes(model: nn.Module) -> dict[str, list[int]]:
 def prune_structured(ctx: Context, out: Path) -> dict:
     """Remove ``head_fraction`` of the heads and ``ffn_fraction`` of the FFN neurons per layer, then recover."""
     cfg = ctx.cfg
+    check_bert_layout(ctx.model)  # before any work: refused models cost nothing
     model = ctx.copy_model()
     _, layers = encoder_layers(model)
-    for layer in layers:
-        _check_bert_layout(layer)
     before = sum(p.numel() for p in model.parameters())
     heads, neurons = _taylor_scores(ctx, model)
     head_size = model.config.hidden_size // model.config.num_attention_heads

@@ -18,10 +18,13 @@ from .methods import (
                       is_no_decay,
                       layer_index,
                       linear_module_names,
+                      lora_targets,
+                      model_type,
                       unwrap_for_saving,
 )
 
 __all__ = ["check_model_folder", "load_finetuned", "load_for_task", "load_tokenizer", "packaged_minilm",
            "resolve_model_path", "spec_of", "METHODS", "apply_method", "count_parameters", "encoder_layers",
            "head_parameter_names",
-           "is_no_decay", "layer_index", "linear_module_names", "unwrap_for_saving"]
+           "is_no_decay", "layer_index", "linear_module_names", "lora_targets", "model_type",
+           "unwrap_for_saving"]

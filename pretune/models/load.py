@@ -126,7 +126,9 @@ def load_for_task(cfg: ModelConfig, spec: TaskSpec):
         setattr(hf_cfg, key, value)
     hf_cfg.pretune_task = task.name  # saved in config.json: how predict and bench read the outputs
     tokenizer = load_tokenizer(folder, cfg.trust_remote_code)
-    if getattr(hf_cfg, "pad_token_id", None) is None:
+    if tokenizer.pad_token_id is not None and getattr(hf_cfg, "pad_token_id", None) != tokenizer.pad_token_id:
+        # batches are padded with the tokenizer's id; a decoder's head finds each row's last real token by
+        # the config's, so they must agree (Llama ships with neither; load_tokenizer sets pad = eos)
         hf_cfg.pad_token_id = tokenizer.pad_token_id
     try:
         model = _auto_class(task).from_pretrained(

@@ -9,7 +9,7 @@ model (merging a LoRA adapter when asked).
 from __future__ import annotations
 
 import re
-from typing import Callable
+from typing import Callable, Optional
 
 from torch import nn
 
@@ -65,8 +65,11 @@ def layer_index(name: str, layers_prefix: str, n_layers: int) -> int:
     m = re.match(re.escape(layers_prefix) + r"\.(\d+)\.", name)
     if m:
         return int(m.group(1)) + 1
-    if "embed" in name:
+    if "embed" in name:  # embeddings, embed_tokens, tok_embeddings, DeBERTa's rel_embeddings
         return 0
+    parent = layers_prefix.rpartition(".")[0]
+    if parent and name.startswith(parent + ".LayerNorm."):
+        return 0  # DeBERTa's encoder.LayerNorm normalises the relative position embeddings every layer reads
     return n_layers + 1
 
 
@@ -110,6 +113,10 @@ def freeze(model: nn.Module, cfg: RunConfig) -> nn.Module:
 def bitfit(model: nn.Module, cfg: RunConfig) -> nn.Module:
     """Train only bias terms (Ben Zaken et al., 2021) and the head."""
     head = head_parameter_names(model)
+    if not any(name.endswith("bias") for name, _ in model.named_parameters() if name not in head):
+        # Llama and ModernBERT have no bias terms at all: BitFit would train the head alone
+        raise ConfigError(f"method bitfit: model type {model_type(model)!r} has no bias terms in its body; "
+                          "use method lora or freeze")
     for name, p in model.named_parameters():
         p.requires_grad_(name in head or name.endswith("bias"))
     return model
@@ -117,17 +124,15 @@ def bitfit(model: nn.Module, cfg: RunConfig) -> nn.Module:
 
 @register("lora")
 def lora(model: nn.Module, cfg: RunConfig) -> nn.Module:
-    """Low-rank adapters through ``peft``; the head stays fully trainable."""
+    """Low-rank adapters through ``peft``; the head stays fully trainable.
+
+    ``lora.target_modules``: None or ``[auto]`` (the architecture's default, see ``lora_targets``),
+    ``[all-linear]`` (every Linear layer of the body) or explicit module names.
+    """
     from peft import LoraConfig, TaskType, get_peft_model
 
     lc = cfg.lora
-    targets = lc.target_modules
-    if targets:
-        available = linear_module_names(model)
-        missing = [t for t in targets if t not in available]
-        if len(missing) == len(targets):
-            raise ConfigError(f"lora.target_modules: {targets} match no Linear layer; available Linear names: "
-                              f"{', '.join(sorted(available))}")
+    targets = lora_targets(model, lc.target_modules)
     peft_cfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
                           target_modules=targets, modules_to_save=_head_modules(model))
     try:
@@ -135,6 +140,50 @@ def lora(model: nn.Module, cfg: RunConfig) -> nn.Module:
     except ValueError as e:
         raise ConfigError(f"lora: {str(e).splitlines()[0]}; available Linear names: "
                           f"{', '.join(sorted(linear_module_names(model)))}") from None
+
+
+AUTO, ALL_LINEAR = "auto", "all-linear"
+
+
+def lora_targets(model: nn.Module, wanted: Optional[list[str]] = None) -> list[str]:
+    """The module names LoRA adapts.
+
+    Args:
+        wanted: ``lora.target_modules``. None or ``[auto]``: peft's per-architecture list (e.g. BERT's
+            query/value, Llama's q_proj/v_proj) when this model has those layers, else every Linear of
+            the body; ``[all-linear]``: every Linear of the body; otherwise the names as given.
+
+    Raises:
+        ConfigError: explicit names that match no Linear layer (the message lists the available ones).
+    """
+    available = linear_module_names(model)
+    if wanted and list(wanted) not in ([AUTO], [ALL_LINEAR]):
+        if not any(t in available for t in wanted):
+            raise ConfigError(f"lora.target_modules: {list(wanted)} match no Linear layer; available Linear names: "
+                              f"{', '.join(sorted(available))}")
+        return list(wanted)
+    if not wanted or list(wanted) == [AUTO]:
+        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_DEFAULTS
+
+        known = PEFT_DEFAULTS.get(model_type(model))
+        if known and all(t in available for t in known):
+            return list(known)
+    return _body_linears(model)
+
+
+def _body_linears(model: nn.Module) -> list[str]:
+    """Every Linear of the body as peft target names: short names, or the full name where a head Linear
+    shares the short name (BERT's ``dense`` is also its pooler's), since peft matches name suffixes."""
+    head = {n.rsplit(".", 1)[0] for n in head_parameter_names(model)}
+    linears = [name for name, mod in model.named_modules() if isinstance(mod, nn.Linear)]
+    head_short = {n.rsplit(".", 1)[-1] for n in linears if n in head}
+    body = [n for n in linears if n not in head]
+    return sorted({n.rsplit(".", 1)[-1] if n.rsplit(".", 1)[-1] not in head_short else n for n in body})
+
+
+def model_type(model: nn.Module) -> str:
+    """``config.model_type`` of a model (bare or inside a peft wrapper), else its class name."""
+    return getattr(getattr(model, "config", None), "model_type", None) or type(model).__name__
 
 
 def linear_module_names(model: nn.Module) -> set[str]:

@@ -41,7 +41,7 @@ class Param:
     when: dict[str, tuple] = field(default_factory=dict)  # parent key -> values that enable this one
 
 
-# A sensible default: the knobs that matter most for fine-tuning a small encoder.
+# A sensible default: the knobs that matter most for fine-tuning a small model, of any family.
 DEFAULT_SPACE: dict[str, Any] = {
     "train.lr": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
     "train.batch_size": {"type": "categorical", "choices": [16, 32, 64]},
@@ -51,7 +51,8 @@ DEFAULT_SPACE: dict[str, Any] = {
     "method.name": {"type": "categorical", "choices": ["full", "lora", "freeze"]},
     "lora.r": {"type": "categorical", "choices": [4, 8, 16, 32], "when": {"method.name": "lora"}},
     "lora.alpha": {"type": "categorical", "choices": [8, 16, 32, 64], "when": {"method.name": "lora"}},
-    "lora.target_modules": {"type": "categorical", "choices": ["query,value", "query,key,value,dense"],
+    # names that fit every architecture: peft's default for it, or every Linear layer of the body
+    "lora.target_modules": {"type": "categorical", "choices": ["auto", "all-linear"],
                             "when": {"method.name": "lora"}},
     "method.train_top_layers": {"type": "int", "low": 1, "high": 4, "when": {"method.name": "freeze"}},
 }
