@@ -26,7 +26,7 @@ SCHEDULES = ("linear", "cosine", "constant")
 
 @dataclass
 class ModelConfig:
-    path: Optional[str] = None  # local Hugging Face model folder
+    path: Optional[str] = None  # a model folder, a .gguf file, a Hub id (org/name) or minilm / smollm2
     allow_pickle: bool = False  # load pytorch_model.bin (pickle) weights; unsafe for untrusted files
     trust_remote_code: bool = False
 
