@@ -28,7 +28,7 @@ ATTENTION = ("sdpa", "eager", "flash_attention_2")
 
 @dataclass
 class ModelConfig:
-    path: Optional[str] = None  # local Hugging Face model folder
+    path: Optional[str] = None  # a model folder, a .gguf file, a Hub id (org/name) or minilm / smollm2
     allow_pickle: bool = False  # load pytorch_model.bin (pickle) weights; unsafe for untrusted files
     trust_remote_code: bool = False
     attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2 (a GPU with flash-attn installed)

@@ -74,6 +74,17 @@ def _file_fingerprint(path: str) -> str:
     return h.hexdigest()[:16]
 
 
+def _rows_fingerprint(texts: list[str], pairs: Optional[list[str]]) -> str:
+    # A Hub split has no file to hash: hash what gets tokenized (cheap next to tokenizing it).
+    h = hashlib.sha256()
+    for column in (texts, pairs or []):
+        for text in column:
+            h.update(str(text).encode("utf-8", "surrogatepass"))
+            h.update(b"\0")
+        h.update(b"\1")
+    return h.hexdigest()[:16]
+
+
 def default_cache_dir() -> Path:
     base = os.environ.get("PRETUNE_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "pretune")
@@ -83,10 +94,18 @@ def default_cache_dir() -> Path:
 def tokenize(texts: list[str], pairs: Optional[list[str]], tokenizer, max_length: int,
              cache_dir: str | Path | None = None, source: str | None = None,
              columns: tuple = ()) -> Encoded:
-    """Tokenize rows (truncating to ``max_length``), cached on disk when ``source`` is a file."""
+    """Tokenize rows (truncating to ``max_length``), cached on disk when ``source`` is a file or a Hub split.
+
+    The cache key holds the file's bytes, or for a ``hub:`` source the rows' texts themselves.
+    """
     key = None
+    rows = None
     if source and os.path.isfile(source):
-        parts = [CACHE_VERSION, _file_fingerprint(source), _tokenizer_fingerprint(tokenizer),
+        rows = _file_fingerprint(source)
+    elif source and source.startswith("hub:"):
+        rows = _rows_fingerprint(texts, pairs)
+    if rows is not None:
+        parts = [CACHE_VERSION, rows, _tokenizer_fingerprint(tokenizer),
                  str(max_length), repr(columns), str(len(texts))]
         key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
         path = Path(cache_dir or default_cache_dir()) / f"{key}.npz"

@@ -1,4 +1,4 @@
-"""Read labelled text tables from CSV, TSV, JSONL/JSON and Parquet files.
+"""Read labelled text tables from CSV, TSV, JSONL/JSON and Parquet files, or a Hub dataset (``hub:``).
 
 Every reader returns a ``Table``: named columns plus, for each row, the line of
 the file it came from, so errors can say "file, line, column". Bytes that are
@@ -55,7 +55,11 @@ def detect_format(path: Path) -> str:
 
 
 def read_table(path: str | Path) -> Table:
-    """Read a data file by its extension. Raises ``DataError`` with the file and line."""
+    """Read a data file by its extension, or a ``hub:NAME[:CONFIG]:SPLIT`` dataset. Raises ``DataError``."""
+    if isinstance(path, str) and path.startswith("hub:"):
+        from .hub import read_hub  # imports datasets only for Hub sources
+
+        return read_hub(path)
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: data file not found")

@@ -27,6 +27,7 @@ from ..models import (
     unwrap_for_saving,
 )
 from ..models.fastpath import fast_path_status, first_token_only
+from ..models.sources import model_source
 from ..runtime import environment, resolve, seed_everything, set_threads
 from ..train import Callback, distributed, evaluate, train
 
@@ -58,7 +59,7 @@ def prepare(cfg: RunConfig):
     """Load and check everything a fit needs: (tokenizer, TaskData, model ready to train)."""
     if not cfg.model.path:
         raise ConfigError("no model: pass --model DIR or set model.path")
-    cfg.model.path = resolve_model_path(cfg.model.path)
+    cfg.model.path = resolve_model_path(cfg.model.path, cfg.model.allow_pickle, cfg.model.trust_remote_code)
     check_model_folder(cfg.model.path, cfg.model.allow_pickle)
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
     data = load_task_data(cfg.data, tokenizer, seed=cfg.train.seed)
@@ -123,8 +124,10 @@ def fit(cfg: RunConfig | dict | str | Path | None = None, *, callback: Callback 
     cfg = as_config(cfg)
     run_dir = Path(cfg.output)
     writer = distributed.is_writer()  # under torchrun only rank 0 writes; every rank trains
+    asked = cfg.model.path
     if cfg.model.path:  # as saved in config.yaml, so that a resume compares like with like
-        cfg.model.path = resolve_model_path(cfg.model.path)
+        # a Hub id becomes its snapshot folder, named by commit: a resume loads the very same files
+        cfg.model.path = resolve_model_path(cfg.model.path, cfg.model.allow_pickle, cfg.model.trust_remote_code)
     done = _claim_run_dir(run_dir, cfg, resume, overwrite, writer)
     if done is not None:
         log.info("run %s is already finished; nothing to resume", run_dir)
@@ -162,7 +165,8 @@ def fit(cfg: RunConfig | dict | str | Path | None = None, *, callback: Callback 
         "wall_seconds": time.time() - started, "trainable_params": trainable, "total_params": total,
         "task": data.spec.task, "labels": data.spec.labels, "method": cfg.method.name,
         "train_rows": len(data.train), "eval_rows": len(data.eval), "eval_source": data.eval_source,
-        "model_dir": str(model_dir), "history": result.history, "environment": environment(),
+        "model_dir": str(model_dir), "model_source": model_source(asked, cfg.model.path),
+        "history": result.history, "environment": environment(),
         "world_size": distributed.world_size(), "device": str(rt.device), "precision": rt.precision,
     }
     files.write_json(run_dir / files.RESULTS, out)

