@@ -4,13 +4,14 @@ The process group is started by the first ``acquire()`` and destroyed by the ``r
 last one, so a search (which holds it for its messages) and each fit inside it (which holds it while it
 trains) share one group. Only a group this module started is destroyed; one the caller started is left alone.
 
-Data parallelism: one optimizer step takes ``grad_accum x world_size`` micro-batches of the length-grouped
-epoch order; rank ``r`` runs micro-batches ``r, r + W, ...`` of them, each loss weighted by its rows over the
-rows of the whole step, and the gradients are summed over ranks. The update is therefore the one a single
-process makes with ``grad_accum x world_size`` accumulation steps (a test checks it), and ``batch_size``
-stays per process, as in ``torch.nn.parallel.DistributedDataParallel``. Weights start from rank 0's copy, so
-ranks never drift apart; each rank evaluates the whole eval set, so early stopping, best weights and pruning
-agree without messages; only rank 0 writes files.
+Data parallelism is torch's ``DistributedDataParallel`` (``wrap``): one optimizer step takes
+``grad_accum x world_size`` micro-batches of the length-grouped epoch order; rank ``r`` runs micro-batches
+``r, r + W, ...`` of them (without synchronising gradients until its last, ``no_sync``), each loss weighted by
+its rows over the rows of the whole step, and DDP averages the gradients over the ranks (the step scales the
+loss by ``world_size`` to make that average the sum). The update is therefore the one a single process makes
+with ``grad_accum x world_size`` accumulation steps (a test checks it), and ``batch_size`` stays per process.
+Weights start from rank 0's copy (DDP broadcasts them), so ranks never drift apart; each rank evaluates the
+whole eval set, so early stopping, best weights and pruning agree without messages; only rank 0 writes files.
 
 With ``WORLD_SIZE`` unset or 1 every function here is a no-op.
 """
@@ -80,28 +81,18 @@ def broadcast_object(obj: Any) -> Any:
     return box[0]
 
 
-def broadcast_parameters(model: nn.Module) -> None:
-    """Every rank takes rank 0's weights (trainable or not), as DDP does at construction."""
+def wrap(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` in torch's DistributedDataParallel: rank 0's weights on every rank from the start, gradients
+    averaged over the ranks in buckets that overlap the backward pass."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def sum_scalars(values: list[float], device: torch.device) -> list[float]:
+    """The sum over ranks of a few numbers (a step's loss and tokens), in one message."""
     import torch.distributed as dist
 
-    with torch.no_grad():
-        for t in [*model.parameters(), *model.buffers()]:
-            dist.broadcast(t.data, src=0)
-
-
-def sum_gradients(params: list[torch.Tensor], scalars: list[float]) -> list[float]:
-    """All-reduce (sum) the gradients of ``params`` and a few floats in one flat message.
-
-    A rank that ran no micro-batch this step (the last, partial step of an epoch) contributes zeros.
-    """
-    import torch.distributed as dist
-
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1).float() for g in grads] + [torch.tensor(scalars, dtype=torch.float32)])
+    flat = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(flat)
-    offset = 0
-    for p, g in zip(params, grads):
-        n = g.numel()
-        p.grad = flat[offset:offset + n].view_as(p).to(p.dtype)
-        offset += n
-    return flat[offset:].tolist()
+    return flat.tolist()

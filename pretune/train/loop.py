@@ -118,11 +118,9 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
     rank, world = distributed.acquire()  # fit releases it
     writer = rank == 0  # only rank 0 writes metrics and checkpoints; every rank reads them to resume
     set_threads(cfg.threads)
-    seed_everything(cfg.seed + rank)  # dropout differs across ranks; the weights come from rank 0 below
+    seed_everything(cfg.seed + rank)  # dropout differs across ranks; the weights come from rank 0 (DDP)
     runtime = runtime or resolve(cfg.device, cfg.precision, cfg.tf32)
     model.to(runtime.device)  # before the optimizer is built: its state lives where the parameters do
-    if world > 1:
-        distributed.broadcast_parameters(model)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     loss_fn = loss_fn or default_loss(spec)
@@ -152,6 +150,9 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
     elif metrics_path and metrics_path.exists():
         metrics_path.unlink()
     trained = [p for g in optimizer.param_groups for p in g["params"]]
+    # The model the steps run: under torchrun, DDP around it (after a resume has loaded the weights, so that its
+    # broadcast of rank 0's copy carries them); evaluation and saving use the model itself.
+    stepped = distributed.wrap(model, runtime.device) if world > 1 else model
     best_file = ckpt_dir / files.BEST_WEIGHTS if ckpt_dir else None
     best_state = load_file(str(best_file)) if best_file and st.best_step is not None and best_file.exists() else None
 
@@ -169,7 +170,7 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
         rows_in_step = sum(len(b) for b in group)
 
         t0 = time.perf_counter()
-        step_loss, step_tokens = optimizer_step(model, optimizer, train_set, group[rank::world], rows_in_step,
+        step_loss, step_tokens = optimizer_step(stepped, optimizer, train_set, group[rank::world], rows_in_step,
                                                 loss_fn=loss_fn, pad_id=pad_id, cfg=cfg, params=trained,
                                                 step=st.step + 1, world=world, collate=collate,
                                                 runtime=runtime, scaler=scaler)

@@ -2,14 +2,15 @@
 
     zero the gradients
     for each micro-batch this process runs:       # accumulation gives the big batch's update
-        batch to the device; forward (autocast), loss * rows / rows_in_step, backward (scaled for fp16)
-    sum gradients over ranks (torchrun)
-    stop if the loss is not finite
+        batch to the device; forward (autocast), loss * rows / rows_in_step, backward (scaled for fp16);
+        under DDP the gradients are averaged over the ranks at the last micro-batch only (no_sync before)
+    sum the loss and tokens over ranks; stop if the loss is not finite
     unscale (fp16), clip, optimizer step
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable, Optional
 
@@ -37,7 +38,7 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, data: Enc
         rows_in_step: rows of the whole step over every rank: each loss is weighted by its rows over these.
         params: the trained parameters (clipped, and summed over ranks).
         step: this step's number (1-based), for the divergence message.
-        world: processes sharing the step (their gradients are summed).
+        world: processes sharing the step; above 1, ``model`` is the DDP-wrapped model.
         collate: builds a batch from rows (the task's; default: padded text rows).
         runtime: the device the model is on and the precision of the passes.
         scaler: fp16's gradient scaler (``runtime.scaler()``), None otherwise.
@@ -51,19 +52,27 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, data: Enc
     optimizer.zero_grad(set_to_none=True)
     step_loss = torch.zeros((), device=runtime.device)  # summed on the device: one sync per step, not per batch
     step_tokens = 0
-    for rows in micro:
+    work = [(rows, len(rows)) for rows in micro]
+    if not work and world > 1:
+        # A rank left without a micro-batch in an epoch's last, short step still joins DDP's gradient average,
+        # with one row whose loss counts zero: every rank must run the same synchronising backward pass.
+        work = [(np.zeros(1, dtype=np.int64), 0)]
+    for i, (rows, weight) in enumerate(work):
         batch = collate(data, rows, pad_id)
-        step_tokens += int(batch["attention_mask"].sum())  # counted on the host, before the copy
+        step_tokens += int(batch["attention_mask"].sum()) if weight else 0  # counted on the host
         batch = runtime.to_device(batch)
-        with runtime.autocast():
-            loss, _ = loss_fn(model, batch)
-        # Weight by rows so accumulated micro-batches give the big batch's mean gradient.
-        weighted = loss * (len(rows) / rows_in_step)
-        (scaler.scale(weighted) if scaler is not None else weighted).backward()
-        step_loss += loss.detach().float() * len(rows)
+        sync = world == 1 or i == len(work) - 1
+        with contextlib.nullcontext() if sync else model.no_sync():
+            with runtime.autocast():
+                loss, _ = loss_fn(model, batch)
+            # Weight by rows so accumulated micro-batches give the big batch's mean gradient; DDP averages over
+            # the ranks, so scale by their number to sum instead.
+            weighted = loss * (weight * world / rows_in_step)
+            (scaler.scale(weighted) if scaler is not None else weighted).backward()
+        step_loss += loss.detach().float() * weight
     total = float(step_loss)
     if world > 1:
-        total, step_tokens = distributed.sum_gradients(params, [total, step_tokens])
+        total, step_tokens = distributed.sum_scalars([total, step_tokens], runtime.device)
     if not math.isfinite(total):
         raise TrainingDiverged(f"loss became {total / rows_in_step} at step {step}; lower "
                                f"train.lr (now {cfg.lr:g}) or set train.max_grad_norm")
