@@ -24,7 +24,8 @@ WORDS = POSITIVE + NEGATIVE + FILLER
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def make_tiny_bert(folder: Path, layers: int = 2, hidden: int = 32, heads: int = 2, seed: int = 0) -> Path:
+def make_tiny_bert(folder: Path, layers: int = 2, hidden: int = 32, heads: int = 2, seed: int = 0,
+                   max_positions: int = 64) -> Path:
     """Save a random BertModel (no head) and a word-level tokenizer into ``folder``."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizer
@@ -33,7 +34,7 @@ def make_tiny_bert(folder: Path, layers: int = 2, hidden: int = 32, heads: int =
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
     tok = BertTokenizer(vocab={w: i for i, w in enumerate(vocab)})
     cfg = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                     intermediate_size=2 * hidden, max_position_embeddings=64)
+                     intermediate_size=2 * hidden, max_position_embeddings=max_positions)
     torch.manual_seed(seed)
     BertModel(cfg).save_pretrained(str(folder))
     tok.save_pretrained(str(folder))

@@ -1,17 +1,30 @@
-"""The search benchmark's bookkeeping: who arrived within 0.5 point, and how well early evaluations rank trials."""
+"""The benchmarks' bookkeeping: the search benchmark's arrivals within 0.5 point and how well early evaluations
+rank trials; the throughput benchmark's arguments, MFU and parameter counts; the GPU check's script."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA, make_tiny_bert
 
-_path = Path(__file__).resolve().parents[1] / "benchmarks" / "search_efficiency.py"
-_spec = importlib.util.spec_from_file_location("search_efficiency", _path)
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load("search_efficiency")
+throughput = _load("train_throughput")
 
 
 def test_a_pruned_trial_never_counts_as_arriving():
@@ -91,3 +104,99 @@ def test_replay_takes_a_seeds_bar_from_its_last_run(tmp_path):
     later = _recorded(tmp_path / "new", 1, 0.85, [([(0.5, 0.9)], 0.85)])
     rule = bench.replay([older, later], rules=(("none", 0.0),))["rules"]["none"]
     assert (rule["arrivals"], rule["samples_per_arrival"]) == (2, 1000)
+
+
+def test_throughput_arguments_keep_the_cpu_defaults_and_hold_a_gpu_arm_to_its_own_precision():
+    cpu = throughput.parse_args([])
+    assert (cpu.device, cpu.matmul_dtype, cpu.max_length, cpu.precision_list) == ("cpu", "fp32", 128, ["fp32"])
+    gpu = throughput.parse_args(["--device", "cuda", "--precisions", "bf16", "--max-length", "256"])
+    assert (gpu.matmul_dtype, gpu.max_length, throughput.matmul_dtypes(gpu)) == ("arm", 256, ["bf16"])
+    with pytest.raises(SystemExit):
+        throughput.parse_args(["--precisions", "fp8"])
+
+
+def test_mfu_is_six_flops_per_parameter_and_token_over_the_rate_of_the_arms_precision():
+    assert throughput.model_flops_utilisation(10_000_000, 2_000, 240e9) == pytest.approx(0.5)
+    run = {"samples_per_s": 100.0, "tokens": 20_000, "train_seconds": 10.0, "accuracy": 0.9, "peak_rss_mb": 1.0,
+           "nonemb_params": 10_000_000, "peak_gpu_mb": 5.0}
+    runs = {"pretune-bf16": [run], "trainer-fp32": [run]}
+    rates = {"fp32": [100e9, 120e9, 140e9], "bf16": [480e9]}
+    arm = throughput.summarise(throughput.parse_args(["--device", "cuda"]), runs, rates)
+    assert arm["pretune-bf16"]["mfu"] == pytest.approx(6 * 1e7 * 2_000 / 480e9)  # against bf16
+    assert arm["trainer-fp32"]["mfu"] == pytest.approx(6 * 1e7 * 2_000 / 120e9)  # the median fp32 rate
+    assert arm["pretune-bf16"]["mfu_against"] == "bf16"
+    named = throughput.summarise(throughput.parse_args(["--matmul-dtype", "fp32"]), runs, rates)
+    assert named["pretune-bf16"]["mfu"] == pytest.approx(6 * 1e7 * 2_000 / 120e9)  # the CPU's way: fp32 for all
+
+
+@pytest.mark.parametrize("family, tables", [("llama", ["model.embed_tokens"]),
+                                            ("bert", ["bert.embeddings"])])
+def test_non_embedding_parameters_leave_out_the_token_tables_of_a_llama_as_of_a_bert(family, tables, family_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(family_dir(family)), num_labels=2)
+    params = dict(model.named_parameters())
+    table = sum(p.numel() for n, p in params.items() if any(n.startswith(t + ".") for t in tables))
+    assert table > 0
+    assert throughput.non_embedding_params(model) == sum(p.numel() for p in params.values()) - table
+
+
+def test_the_trainer_arm_on_the_cpu_keeps_its_settings():
+    args = throughput.parse_args(["--precisions", "bf16"])
+    args.precision = "fp32"
+    targs = throughput.trainer_arguments(args, "/tmp/unused-trainer-out", 100)
+    assert targs.use_cpu and targs.optim == "adamw_torch_fused" and targs.warmup_steps == 6
+    assert getattr(targs, "train_sampling_strategy", None) == "group_by_length" or targs.group_by_length
+
+
+def test_the_bundle_stores_minilm_in_fp16_and_it_loads_as_fp32(tiny_bert, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    bundle = _load("gpu_bundle")
+    bundle.bundle_minilm(tiny_bert, tmp_path / "m")
+    stored = load_file(str(tmp_path / "m" / "model.safetensors"))
+    assert {t.dtype for t in stored.values()} == {torch.float16}
+    model = AutoModel.from_pretrained(str(tmp_path / "m"))
+    original = AutoModel.from_pretrained(str(tiny_bert))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    for (name, p), q in zip(model.named_parameters(), original.parameters()):
+        assert torch.equal(p, q.half().float()), name
+
+
+def _gpu_check(*args, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(BENCHMARKS / "gpu_check.sh"), *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=900, check=False)
+
+
+def test_gpu_check_refuses_an_unknown_device_in_one_line(tmp_path):
+    out = _gpu_check("--device", "tpu", str(tmp_path / "o"))
+    assert out.returncode == 2 and out.stderr.strip() == "gpu_check.sh: --device tpu: expected cpu or cuda"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "sst2" / "train.tsv").is_file(), reason="needs ../shared/data/sst2")
+def test_gpu_check_runs_end_to_end_on_the_cpu(family_dir, tmp_path):
+    """Every step at toy sizes, with a tiny BERT for MiniLM (128 positions: the benchmark's max length) and, for
+    SmolLM2, a tiny Llama's config and tokenizer without weights, as gpu_bundle.py leaves it: the script gives it
+    random ones."""
+    import sys
+
+    tiny_bert = make_tiny_bert(tmp_path / "bert", max_positions=128)
+    llama = tmp_path / "llama"
+    shutil.copytree(family_dir("llama"), llama)
+    (llama / "model.safetensors").unlink()
+    out = _gpu_check("--device", "cpu", str(tmp_path / "out"),
+                     env={"PYTHON": sys.executable, "MINILM": str(tiny_bert), "SMOLLM2": str(llama),
+                          "PRETUNE_DATA": str(SHARED_DATA)})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert files == ["env.txt", "minilm.json", "minilm.log", "smollm2.json", "smollm2.log", "summary.txt",
+                     "tests.log"]
+    assert "skipped" in (tmp_path / "out" / "tests.log").read_text()  # no GPU here
+    for name in ("minilm", "smollm2"):
+        summary = json.loads((tmp_path / "out" / f"{name}.json").read_text())["summary"]
+        assert set(summary) == {"pretune-bf16", "trainer-bf16"}
+        assert all(arm["samples_per_s"] > 0 and arm["mfu"] > 0 for arm in summary.values())
+    assert "failed: none" in (tmp_path / "out" / "summary.txt").read_text()
