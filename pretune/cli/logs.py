@@ -14,10 +14,13 @@ import warnings
 
 
 class _OwnInfo(logging.Filter):
-    """INFO and DEBUG from pretune's loggers; WARNING and above from anyone."""
+    """INFO and DEBUG from pretune's loggers; WARNING and above from a library's own logger; ERROR and above
+    from code that logs through the root logger (ONNX Runtime's quantizer advises there on every call)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or record.name == "pretune" or record.name.startswith("pretune.")
+        if record.name == "pretune" or record.name.startswith("pretune."):
+            return True
+        return record.levelno >= (logging.ERROR if record.name == "root" else logging.WARNING)
 
 
 class _Stderr(logging.StreamHandler):
