@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import time
@@ -21,19 +22,21 @@ from conftest import make_rows, make_tiny_bert, tiny_config, write_csv
 def probe_config(tmp_path_factory):
     root = tmp_path_factory.mktemp("estimate")
     model = make_tiny_bert(root / "model", hidden=64)
-    train = write_csv(root / "train.csv", make_rows(400, seed=1))
-    # 135 optimizer steps: training, not fixed costs, dominates the trial
+    train = write_csv(root / "train.csv", make_rows(1000, seed=1))
+    # 339 optimizer steps, a few seconds: training, not fixed costs or a hiccup of a shared machine, dominates
     return tiny_config(model, train, root / "out", train={"epochs": 3, "batch_size": 8, "lr": 1e-3, "threads": 1})
 
 
 @pytest.mark.slow
 def test_predicted_trial_time_and_memory_match_real_fits(probe_config, tmp_path):
     est = estimate(probe_config)
-    assert est.steps == 135 and est.probe_steps == 8 and 0 < est.error_pct < 100
+    assert est.steps == 339 and est.probe_steps == 8 and 0 < est.error_pct < 100
     pretune.fit(dict(probe_config, output=str(tmp_path / "warm")))  # a later trial: imports done, tokens cached
-    started = time.perf_counter()
-    pretune.fit(dict(probe_config, output=str(tmp_path / "timed")))
-    actual = time.perf_counter() - started
+    actual = math.inf
+    for attempt in range(2):  # the estimate is of an unloaded trial: keep the faster of two
+        started = time.perf_counter()
+        pretune.fit(dict(probe_config, output=str(tmp_path / f"timed{attempt}")))
+        actual = min(actual, time.perf_counter() - started)
     # The machine is shared: allow the stated error or 50%, whichever is larger.
     tolerance = max(est.error_pct / 100, 0.5)
     assert abs(actual - est.trial_s) <= tolerance * actual, (actual, est.describe())
@@ -66,5 +69,5 @@ def test_cli_prints_the_estimate(probe_config, capsys):
     assert main(argv) == 0
     captured = capsys.readouterr()
     out = json.loads(captured.out)
-    assert out["probe_steps"] == 3 and out["steps"] == 45 and out["trial_s"] > 0
+    assert out["probe_steps"] == 3 and out["steps"] == 113 and out["trial_s"] > 0
     assert "per trial (+/-" in captured.err
