@@ -47,9 +47,10 @@ def add_model_data(p: argparse.ArgumentParser) -> None:
     """Config, model, data and training flags, and ``--output``: what fit, search, run, demo and estimate take."""
     add_config(p)
     g = p.add_argument_group("model and data (override the config)")
-    g.add_argument("--model", help="Hugging Face model folder, or minilm for the packaged all-MiniLM-L6-v2")
-    g.add_argument("--train", help="training data (CSV, TSV, JSONL, Parquet)")
-    g.add_argument("--eval", help="evaluation data; default: a stratified split of --train")
+    g.add_argument("--model", help="a model folder, a Hub id (bert-base-uncased), a .gguf file, or a packaged model: "
+                   "minilm (all-MiniLM-L6-v2), smollm2 (SmolLM2-135M-Instruct)")
+    g.add_argument("--train", help="training data: CSV, TSV, JSONL, JSON, Parquet, or hub:NAME[:CONFIG]:SPLIT")
+    g.add_argument("--eval", help="evaluation data, as --train; default: a stratified split of --train")
     add_columns(g, defaults=False)
     g.add_argument("--task", choices=tasks.names(), help="default: inferred from the labels")
     g.add_argument("--max-length", type=int, help="truncate inputs to this many tokens (default 128)")
