@@ -2,7 +2,8 @@
 # The GPU check of issue 15 (item 8), in one run that ends within 8 minutes on one H200:
 #   1. nvidia-smi, and the versions of torch, CUDA and transformers
 #   2. the tests marked gpu (tests/gpu: placement, bf16 and fp16 with the scaler, exact resume on the GPU, a CPU
-#      checkpoint resumed on the GPU, torchrun with one process, estimate's device and peak memory)
+#      checkpoint resumed on the GPU, torchrun with one process under ddp and fsdp, FSDP2 over a one-rank NCCL
+#      group, estimate's device and peak memory)
 #   3. benchmarks/train_throughput.py in bf16, pretune against the Trainer at its best settings, side by side:
 #      MiniLM (max length 128), then SmolLM2-135M as a classifier (max length 256): samples/s, tokens/s, dev
 #      accuracy, peak memory, and MFU against the bf16 matmul rate measured in the same run
@@ -34,11 +35,11 @@
 # accuracy is not; see gpu_bundle.py.)
 #
 # Time on one H200, estimated from the sizes (no GPU was lent to the session that wrote this): start-up and
-# versions ~10 s; the gpu tests ~90 s (pytest's imports ~10 s, 10 tests on a 2-layer BERT at a few seconds
-# each, two of them starting a fresh process: torchrun and estimate's probe, ~15 s each); MiniLM ~120 s (4
+# versions ~10 s; the gpu tests ~110 s (pytest's imports ~10 s, 12 tests on a 2-layer BERT at a few seconds
+# each, three of them starting a fresh process: torchrun twice and estimate's probe, ~15 s each); MiniLM ~120 s (4
 # worker processes of ~25 s: imports, loading, tokenizing 16,000 rows, 500 steps of ~10 ms, evaluating 872 rows;
 # 3 matmul measurements of 2 s); SmolLM2 ~120 s (2 workers: ~30 s to load or build the 135M model, 125 steps
-# of ~40 ms, evaluation). About 5.5 minutes in all, 2.5 in hand within the 8.
+# of ~40 ms, evaluation). About 6 minutes in all, 2 in hand within the 8.
 set -euo pipefail
 
 DEVICE=${GPU_CHECK_DEVICE:-cuda}

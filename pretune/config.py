@@ -24,6 +24,7 @@ METHODS = ("full", "freeze", "bitfit", "lora")
 SCHEDULES = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ATTENTION = ("sdpa", "eager", "flash_attention_2")
+DISTRIBUTED = ("ddp", "fsdp")
 
 
 @dataclass
@@ -86,6 +87,9 @@ class TrainConfig:
     precision: str = "auto"
     tf32: bool = True  # TF32 matmuls for fp32 work on GPUs that have them
     gradient_checkpointing: bool = False
+    # Under torchrun: ddp (every rank holds the whole model, optimizer state and gradients) | fsdp (FSDP2: each
+    # rank holds 1/world_size of them; sharded checkpoints; see pretune.train.distributed). One process: ignored
+    distributed: str = "ddp"
     # BERT-family classifiers: the last layer computes only position 0, the one the head reads (the same
     # result with about 14% fewer FLOPs for 6 layers; see pretune.models.fastpath)
     first_token_only: bool = True
@@ -278,6 +282,7 @@ def _check_values(cfg: RunConfig, errors: list[str]) -> None:
     choice("method.name", cfg.method.name, METHODS)
     choice("train.schedule", cfg.train.schedule, SCHEDULES)
     choice("train.precision", cfg.train.precision, PRECISIONS)
+    choice("train.distributed", cfg.train.distributed, DISTRIBUTED)
     choice("model.attn_implementation", cfg.model.attn_implementation, ATTENTION)
     for key in ("train.lr", "train.batch_size", "train.eval_batch_size", "train.grad_accum",
                 "train.epochs", "train.max_steps", "train.eval_every", "train.keep_checkpoints",

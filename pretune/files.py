@@ -39,6 +39,9 @@ CKPT_TRAINABLE = "trainable.safetensors"  # inside a checkpoint: the trained wei
 CKPT_AVERAGE = "average.safetensors"  # the weight average (train.ema_decay)
 CKPT_STATE = "state.pt"  # optimizer, scheduler, RNG (tensors only: loaded with weights_only)
 CKPT_POSITION = "position.json"  # the loop's position; written last, so its presence marks a whole checkpoint
+# train.distributed=fsdp: weights, optimizer and weight average as torch.distributed.checkpoint shards (one file
+# per rank), in place of trainable.safetensors, average.safetensors and state.pt's optimizer
+CKPT_SHARDS = "shards"
 MODEL = "model"
 RUN_STATE = "run.json"
 SEARCH = "search"
@@ -64,6 +67,11 @@ def trial_dir(search_dir: str | os.PathLike, number: int) -> Path:
 def checkpoint_dir(ckpt_dir: str | os.PathLike, step: int) -> Path:
     """``checkpoints/step-00000123``."""
     return Path(ckpt_dir) / f"step-{step:08d}"
+
+
+def checkpoint_rng(rank: int) -> str:
+    """``rng-0.pt``: inside a sharded checkpoint, the random generators of rank ``rank``."""
+    return f"rng-{rank}.pt"
 
 
 # ----------------------------------------------------------------------------- writing

@@ -40,7 +40,7 @@ class WeightAverage:
 
     @torch.no_grad()
     def copy_to_model(self) -> None:
-        torch._foreach_copy_(self.params, self.shadow)
+        _copy(self.params, self.shadow)
 
     @contextmanager
     def applied(self) -> Iterator[None]:
@@ -51,7 +51,7 @@ class WeightAverage:
             yield
         finally:
             with torch.no_grad():
-                torch._foreach_copy_(self.params, raw)
+                _copy(self.params, raw)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {n: s.contiguous() for n, s in zip(self.names, self.shadow)}
@@ -61,4 +61,16 @@ class WeightAverage:
             raise ResumeError("the checkpoint's weight average covers other parameters than this model trains; "
                               "resume with the config the run started with, or start afresh without --resume")
         with torch.no_grad():
-            torch._foreach_copy_(self.shadow, [state[n] for n in self.names])
+            _copy(self.shadow, [state[n] for n in self.names])
+
+
+def _copy(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
+    """``dst[i].copy_(src[i])``: in one kernel, or one by one for FSDP's DTensor shards (which have no
+    ``_foreach_copy_``)."""
+    from torch.distributed.tensor import DTensor
+
+    if any(isinstance(t, DTensor) for t in dst):
+        for d, s in zip(dst, src):
+            d.copy_(s)
+    else:
+        torch._foreach_copy_(dst, src)

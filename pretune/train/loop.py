@@ -13,12 +13,15 @@ The data order of every epoch is a pure function of (seed, epoch), so a resumed
 run replays exactly the batches an uninterrupted one would have seen. Under
 ``torchrun`` each rank runs a share of every step's micro-batches and the
 gradients are summed (``distributed``): the same update as one process with
-``grad_accum x world_size`` accumulation. The step itself is ``step.optimizer_step``.
+``grad_accum x world_size`` accumulation, with the model replicated (DDP) or, with
+``train.distributed=fsdp``, sharded over the ranks (FSDP2) and gathered whole again
+when training ends. The step itself is ``step.optimizer_step``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 import time
@@ -34,18 +37,27 @@ from torch import nn
 from .. import files, tasks
 from ..config import TrainConfig
 from ..data import Encoded, epoch_batches
+from ..errors import ConfigError
 from ..files import append_jsonl, atomic_path, read_jsonl
 from ..metrics import higher_is_better
 from ..tasks import TaskSpec
 from ..runtime import Runtime, resolve, seed_everything, set_threads
 from . import distributed
 from .average import WeightAverage
-from .checkpoint import list_checkpoints, load_checkpoint, load_trainable, save_checkpoint, trainable_state
+from .checkpoint import (
+    list_checkpoints,
+    load_checkpoint,
+    load_trainable,
+    save_checkpoint,
+    save_sharded_checkpoint,
+    trainable_state,
+)
 from .evaluate import evaluate, model_inputs
 from .optim import build_optimizer, build_scheduler
 from .step import LossFn, optimizer_step
 
 Callback = Callable[[int, dict], None]
+log = logging.getLogger("pretune")
 
 
 @dataclass
@@ -110,16 +122,27 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
 
     Returns:
         TrainResult; the model ends with the best evaluation's weights when ``cfg.restore_best``, and
-        with the weight average rather than the raw weights when ``cfg.ema_decay``.
+        with the weight average rather than the raw weights when ``cfg.ema_decay``. With
+        ``cfg.distributed == "fsdp"`` under torchrun the model is sharded while it trains and a plain module
+        with the full weights on every rank again when this returns.
 
     Raises:
         TrainingDiverged: the loss became NaN or infinite.
+        ConfigError: ``cfg.distributed == "fsdp"`` with fp16 under torchrun.
     """
     rank, world = distributed.acquire()  # fit releases it
     writer = rank == 0  # only rank 0 writes metrics and checkpoints; every rank reads them to resume
+    fsdp = cfg.distributed == "fsdp"  # sharded checkpoints whatever the world size, so any world size resumes
+    sharded = fsdp and world > 1  # the model itself is sharded
     set_threads(cfg.threads)
-    seed_everything(cfg.seed + rank)  # dropout differs across ranks; the weights come from rank 0 (DDP)
+    seed_everything(cfg.seed + rank)  # dropout differs across ranks; the weights come from rank 0 (DDP, FSDP)
     runtime = runtime or resolve(cfg.device, cfg.precision, cfg.tf32)
+    if sharded and runtime.precision == "fp16":
+        raise ConfigError("train.distributed=fsdp does not train in fp16 (the loss scaler would check one "
+                          "shard's gradients only): set train.precision=bf16 (or fp32), or train.distributed=ddp")
+    if fsdp and world == 1 and writer:
+        log.info("train.distributed=fsdp in one process: nothing to shard, training as a single process "
+                 "(start it with torchrun --nproc-per-node N to shard over N)")
     model.to(runtime.device)  # before the optimizer is built: its state lives where the parameters do
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -132,6 +155,8 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
     # The first step at or past each fraction: a pruner's rung is then read at its place, not an interval on.
     eval_steps = {max(1, math.ceil(f * total - 1e-9)) for f in cfg.eval_at or ()}
     ckpt_every = eval_every if cfg.checkpoint_every is None else cfg.checkpoint_every  # 0: never
+    if sharded:
+        distributed.shard(model, runtime.device)  # before the optimizer: it updates the shards
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, total)
     average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
@@ -151,8 +176,9 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
         metrics_path.unlink()
     trained = [p for g in optimizer.param_groups for p in g["params"]]
     # The model the steps run: under torchrun, DDP around it (after a resume has loaded the weights, so that its
-    # broadcast of rank 0's copy carries them); evaluation and saving use the model itself.
-    stepped = distributed.wrap(model, runtime.device) if world > 1 else model
+    # broadcast of rank 0's copy carries them); evaluation and saving use the model itself. FSDP shards the
+    # model in place.
+    stepped = distributed.wrap(model, runtime.device) if world > 1 and not sharded else model
     best_file = ckpt_dir / files.BEST_WEIGHTS if ckpt_dir else None
     best_state = load_file(str(best_file)) if best_file and st.best_step is not None and best_file.exists() else None
 
@@ -172,8 +198,9 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
         t0 = time.perf_counter()
         step_loss, step_tokens = optimizer_step(stepped, optimizer, train_set, group[rank::world], rows_in_step,
                                                 loss_fn=loss_fn, pad_id=pad_id, cfg=cfg, params=trained,
-                                                step=st.step + 1, world=world, collate=collate,
-                                                runtime=runtime, scaler=scaler)
+                                                step=st.step + 1, world=world,
+                                                passes=math.ceil(len(group) / world) if sharded else 0,
+                                                collate=collate, runtime=runtime, scaler=scaler)
         st.tokens += step_tokens
         scheduler.step()
         st.step += 1
@@ -198,9 +225,11 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
                 append_jsonl(metrics_path, {"type": "eval", **record})
             if improved:
                 st.best_value, st.best_step, st.bad_evals = record[metric], st.step, 0
-                if ckpt_dir and writer:
-                    with atomic_path(ckpt_dir / files.BEST_WEIGHTS) as tmp:
-                        save_file({k: v.cpu() for k, v in best_state.items()}, str(tmp))
+                if ckpt_dir and (writer or sharded):
+                    whole = distributed.full_tensors(best_state) if sharded else best_state  # every rank gathers
+                    if writer:
+                        with atomic_path(ckpt_dir / files.BEST_WEIGHTS) as tmp:
+                            save_file({k: v.cpu() for k, v in whole.items()}, str(tmp))
             else:
                 st.bad_evals += 1
             if cfg.progress and writer:
@@ -209,9 +238,13 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
                 callback(st.step, record)
             if cfg.early_stopping_patience is not None and st.bad_evals > cfg.early_stopping_patience:
                 stopped_early = True
-        if ckpt_dir and writer and (st.step % ckpt_every == 0) and st.step < total and not stopped_early:
-            save_checkpoint(ckpt_dir, st.step, model, optimizer, scheduler, asdict(st), cfg.keep_checkpoints,
-                            average, scaler)
+        if ckpt_dir and (st.step % ckpt_every == 0) and st.step < total and not stopped_early:
+            if fsdp:  # every rank writes its shard
+                save_sharded_checkpoint(ckpt_dir, st.step, model, optimizer, scheduler, asdict(st),
+                                        cfg.keep_checkpoints, average, scaler)
+            elif writer:
+                save_checkpoint(ckpt_dir, st.step, model, optimizer, scheduler, asdict(st), cfg.keep_checkpoints,
+                                average, scaler)
         bar.update(1)
         if stopped_early:
             break
@@ -221,6 +254,8 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
         average.copy_to_model()
     if cfg.restore_best and best_state is not None and st.best_step != st.step:
         load_trainable(model, best_state)
+    if sharded:
+        distributed.unshard(model)  # the full weights on every rank, a plain module for evaluation and saving
     best = next((h for h in st.history if h["step"] == st.best_step), None)
     return TrainResult(st.step, st.samples, st.tokens, st.train_seconds, st.history, best, st.best_step,
                        metric, stopped_early)

@@ -3,7 +3,8 @@
     zero the gradients
     for each micro-batch this process runs:       # accumulation gives the big batch's update
         batch to the device; forward (autocast), loss * rows / rows_in_step, backward (scaled for fp16);
-        under DDP the gradients are averaged over the ranks at the last micro-batch only (no_sync before)
+        under DDP the gradients are averaged over the ranks at the last micro-batch only (no_sync before);
+        under FSDP they are reduce-scattered (averaged, and left sharded) after every micro-batch
     sum the loss and tokens over ranks; stop if the loss is not finite
     unscale (fp16), clip, optimizer step
 """
@@ -29,7 +30,7 @@ LossFn = Callable[[nn.Module, dict], tuple[torch.Tensor, torch.Tensor]]
 
 def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, data: Encoded, micro: list[np.ndarray],
                    rows_in_step: int, *, loss_fn: LossFn, pad_id: int, cfg: TrainConfig,
-                   params: list[torch.Tensor], step: int, world: int = 1,
+                   params: list[torch.Tensor], step: int, world: int = 1, passes: int = 0,
                    collate: Callable[..., dict] = collate, runtime: Runtime = CPU,
                    scaler: Optional["torch.amp.GradScaler"] = None) -> tuple[float, int]:
     """Run one optimizer step over ``micro`` (this process's micro-batches, row indices into ``data``).
@@ -38,7 +39,10 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, data: Enc
         rows_in_step: rows of the whole step over every rank: each loss is weighted by its rows over these.
         params: the trained parameters (clipped, and summed over ranks).
         step: this step's number (1-based), for the divergence message.
-        world: processes sharing the step; above 1, ``model`` is the DDP-wrapped model.
+        world: processes sharing the step; above 1, ``model`` is the DDP-wrapped or the FSDP-sharded model.
+        passes: micro-batches every rank runs: a rank with fewer runs rows that count zero to make up the
+            number, because each of FSDP's forward and backward passes is a collective (the loop passes the
+            most any rank has). 0: no more than DDP needs (at least one, its synchronising backward pass).
         collate: builds a batch from rows (the task's; default: padded text rows).
         runtime: the device the model is on and the precision of the passes.
         scaler: fp16's gradient scaler (``runtime.scaler()``), None otherwise.
@@ -53,20 +57,20 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, data: Enc
     step_loss = torch.zeros((), device=runtime.device)  # summed on the device: one sync per step, not per batch
     step_tokens = 0
     work = [(rows, len(rows)) for rows in micro]
-    if not work and world > 1:
-        # A rank left without a micro-batch in an epoch's last, short step still joins DDP's gradient average,
-        # with one row whose loss counts zero: every rank must run the same synchronising backward pass.
-        work = [(np.zeros(1, dtype=np.int64), 0)]
+    if world > 1:
+        # A rank left short in an epoch's last step still joins the collectives, with one row whose loss counts
+        # zero per missing pass: DDP's synchronising backward pass, or every one of FSDP's passes.
+        work += [(np.zeros(1, dtype=np.int64), 0)] * (max(passes, 1) - len(work))
     for i, (rows, weight) in enumerate(work):
         batch = collate(data, rows, pad_id)
         step_tokens += int(batch["attention_mask"].sum()) if weight else 0  # counted on the host
         batch = runtime.to_device(batch)
         sync = world == 1 or i == len(work) - 1
-        with contextlib.nullcontext() if sync else model.no_sync():
+        with contextlib.nullcontext() if sync else distributed.no_sync(model):
             with runtime.autocast():
                 loss, _ = loss_fn(model, batch)
-            # Weight by rows so accumulated micro-batches give the big batch's mean gradient; DDP averages over
-            # the ranks, so scale by their number to sum instead.
+            # Weight by rows so accumulated micro-batches give the big batch's mean gradient; DDP and FSDP
+            # average over the ranks, so scale by their number to sum instead.
             weighted = loss * (weight * world / rows_in_step)
             (scaler.scale(weighted) if scaler is not None else weighted).backward()
         step_loss += loss.detach().float() * weight

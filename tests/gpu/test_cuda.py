@@ -1,4 +1,5 @@
-"""On a CUDA GPU: placement, bf16 and fp16, exact resume, a CPU checkpoint resumed on the GPU, torchrun, estimate.
+"""On a CUDA GPU: placement, bf16 and fp16, exact resume, a CPU checkpoint resumed on the GPU, torchrun (DDP's
+path and FSDP's), FSDP2 over NCCL, estimate.
 
 Every test here is marked ``gpu`` and skips where torch sees no CUDA device; ``benchmarks/gpu_check.sh`` runs
 them (``pytest -m gpu``) on a machine that has one. Each takes a few seconds there: the tiny BERT of
@@ -221,5 +222,99 @@ def test_estimate_on_cuda_reports_the_gpu_and_its_peak_allocated_memory(tiny_ber
     assert est.probe_steps == 3 and est.step_s > 0
 
 
-# DDP and FSDP under NCCL (torchrun --nproc-per-node 1, the update against one plain process) go here once the
+def test_torchrun_with_one_process_and_fsdp_fits_on_the_gpu(tiny_bert, sentiment_csv, tmp_path):
+    """train.distributed=fsdp at world size 1: a single process on torchrun's GPU, in bf16, with sharded
+    checkpoints (the format a run under fsdp writes at any world size)."""
+    out = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get(
+        "PYTHONPATH", "")]).rstrip(os.pathsep)}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
+                           "-m", "pretune.cli", "fit", "--model", str(tiny_bert), "--train", str(sentiment_csv),
+                           "--output", str(out), "--device", "cuda", "--epochs", "1", "train.threads=2",
+                           "train.progress=false", "data.max_length=32", "train.distributed=fsdp",
+                           "train.precision=bf16", "train.eval_every=5"],
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["world_size"] == 1 and saved["device"].startswith("cuda") and saved["steps"] > 0
+    assert "training as a single process" in proc.stderr
+    assert (list_checkpoints(out / files.CHECKPOINTS)[-1] / files.CKPT_SHARDS).is_dir()
+
+
+def fsdp_one_rank(model_dir, data_csv, tmp_path, device: str, backend: str) -> None:
+    """FSDP2 over a one-rank process group (one GPU cannot hold two NCCL ranks): ``distributed.shard``, the step,
+    a sharded checkpoint and ``distributed.unshard`` against the same steps on the plain model. Written for any
+    device so that it can be checked on the CPU with gloo; tests/train/test_fsdp.py shards over two gloo ranks."""
+    import socket
+
+    import torch.distributed as dist
+
+    from pretune import tasks
+    from pretune.data import epoch_batches
+    from pretune.runtime import resolve
+    from pretune.train import build_optimizer, build_scheduler, default_loss, distributed, optimizer_step
+    from pretune.train.checkpoint import load_checkpoint, save_sharded_checkpoint
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    kw = dict(device=device, precision="fp32", tf32=False, max_grad_norm=0.05, distributed="fsdp", batch_size=8)
+    cfg, tok, data, plain = _setup(model_dir, data_csv, tmp_path, **kw)
+    rt = resolve(device, "fp32", tf32=False)
+    if rt.device.type == "cuda":
+        torch.cuda.set_device(rt.device)
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        models = [plain.to(rt.device)] + [_setup(model_dir, data_csv, tmp_path, **kw)[3].to(rt.device)
+                                          for _ in range(2)]
+        for model in models[1:]:
+            distributed.shard(model, rt.device)
+        assert all(distributed.is_sharded(p) for p in models[1].parameters())
+        optimizers = [build_optimizer(m, cfg.train) for m in models]
+        schedulers = [build_scheduler(o, cfg.train, 10) for o in optimizers]
+        batches = epoch_batches(data.train.lengths, 8, 0, 0, True)
+        kwargs = dict(loss_fn=default_loss(data.spec), pad_id=tok.pad_token_id, cfg=cfg.train,
+                      collate=tasks.get(data.spec.task).collate, runtime=rt)
+
+        def step(i: int, which: list[int]) -> None:
+            group = batches[2 * i:2 * i + 2]
+            for k in which:
+                params = [p for g in optimizers[k].param_groups for p in g["params"]]
+                optimizer_step(models[k], optimizers[k], data.train, group, sum(len(b) for b in group),
+                               params=params, step=i + 1, passes=2 if k else 0, **kwargs)
+                schedulers[k].step()
+
+        def whole(model) -> dict:
+            return {n: (p.full_tensor() if distributed.is_sharded(p) else p).detach().cpu()
+                    for n, p in model.named_parameters()}
+
+        for i in range(3):
+            step(i, [0, 1])
+        save_sharded_checkpoint(tmp_path / "ckpt", 3, models[1], optimizers[1], schedulers[1], {"step": 3}, keep=2)
+        assert load_checkpoint(tmp_path / "ckpt" / "step-00000003", models[2], optimizers[2], schedulers[2]) \
+            == {"step": 3}
+        loaded, saved = whole(models[2]), whole(models[1])
+        assert all(torch.equal(loaded[n], saved[n]) for n in saved)
+        step(3, [0, 1, 2])  # the restored optimizer state takes the same step
+        after = [whole(m) for m in models]
+        for name, value in after[0].items():
+            assert torch.equal(after[1][name], after[2][name]), name
+            assert torch.allclose(after[1][name], value, atol=1e-5, rtol=0), name
+        distributed.unshard(models[1])
+        assert type(models[1]).__name__ == type(plain).__name__
+        assert not any(distributed.is_sharded(p) for p in models[1].parameters())
+        assert all(p.device.type == rt.device.type for p in models[1].parameters())
+        with torch.no_grad():
+            batch = rt.to_device(tasks.get(data.spec.task).collate(data.eval, list(range(4)), tok.pad_token_id))
+            kwargs["loss_fn"](models[1], batch)  # a plain forward pass, no collective
+    finally:
+        dist.destroy_process_group()
+
+
+def test_fsdp_over_nccl_makes_the_plain_update_and_round_trips_its_checkpoint(no_dropout_bert, sentiment_csv,
+                                                                              tmp_path):
+    fsdp_one_rank(no_dropout_bert, sentiment_csv, tmp_path, "cuda", "nccl")
+
+
+# DDP under NCCL (torchrun --nproc-per-node 1, the update against one plain process) goes here once the
 # data-parallel code is replaced by torch's engines (issue 15, item 3).
