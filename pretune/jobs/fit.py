@@ -149,8 +149,10 @@ def fit(cfg: RunConfig | dict | str | Path | None = None, *, callback: Callback 
     finally:
         distributed.release()  # no-op in one process
     final = unwrap_for_saving(model, merge=cfg.lora.merge)
-    with first_token_only(final, cfg.train.first_token_only):
-        metrics = evaluate(final, data.eval, data.spec, cfg.train.eval_batch_size, tokenizer.pad_token_id, rt)
+    metrics = _evaluated(result, cfg) if final is model else None
+    if metrics is None:  # a merged adapter computes in another order: score the weights that are saved
+        with first_token_only(final, cfg.train.first_token_only):
+            metrics = evaluate(final, data.eval, data.spec, cfg.train.eval_batch_size, tokenizer.pad_token_id, rt)
     model_dir = run_dir / files.MODEL
     if not writer:
         return FitResult(run_dir, model_dir, metrics, result.history, result.best_step, result.step,
@@ -174,6 +176,16 @@ def fit(cfg: RunConfig | dict | str | Path | None = None, *, callback: Callback 
     log.info("done: %s; model saved to %s", shown, model_dir)
     return FitResult(run_dir, model_dir, metrics, result.history, result.best_step, result.step, result.samples,
                      result.tokens, result.seconds, trainable, total)
+
+
+def _evaluated(result, cfg: RunConfig) -> Optional[dict]:
+    """The metrics of the weights the model ends with, when the loop has already evaluated exactly those: the
+    best evaluation's (restored) or the last one's (the loop always evaluates its last step). Evaluating them
+    again would repeat the same computation on the same batches."""
+    record = result.best if cfg.train.restore_best else (result.history[-1] if result.history else None)
+    if record is None or (not cfg.train.restore_best and record["step"] != result.step):
+        return None
+    return {k: v for k, v in record.items() if k not in ("step", "epoch", "samples")}
 
 
 def _describe(cfg: RunConfig, data: TaskData, trainable: int, total: int) -> None:

@@ -83,10 +83,27 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, data: Enc
     if scaler is not None:
         scaler.unscale_(optimizer)  # clip the true gradients; a step with inf/nan ones is skipped by the scaler
     if cfg.max_grad_norm:
-        nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        clip_gradients(params, cfg.max_grad_norm, runtime.device.type)
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
     else:
         optimizer.step()
     return total, int(step_tokens)
+
+
+def clip_gradients(params: list[nn.Parameter], max_norm: float, device_type: str) -> None:
+    """``nn.utils.clip_grad_norm_``, less its scaling pass when that pass would change nothing.
+
+    torch multiplies every gradient by ``min(1, max_norm / (norm + 1e-6))`` even when that is 1.0: a full read
+    and write of the gradients, about 5% of a MiniLM step on a 2-core CPU. On the CPU, where reading the norm
+    costs no device sync, the pass is skipped when the factor is exactly 1.0, so the result is bit for bit
+    torch's. On a GPU the test would cost a host sync per step, so torch's function runs as it is.
+    """
+    if device_type != "cpu":
+        nn.utils.clip_grad_norm_(params, max_norm)
+        return
+    norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    full = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP: the whole model's norm
+    if not float(full) + 1e-6 <= max_norm:  # also when the norm is inf or nan, as torch would
+        nn.utils.clip_grads_with_norm_(params, max_norm, norm)

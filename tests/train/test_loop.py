@@ -233,3 +233,40 @@ def test_weight_average_is_what_gets_evaluated_and_saved_and_leaves_training_alo
     # ... and the last evaluation measured exactly that model.
     final = evaluate(model, data.eval, data.spec, 64, pad)
     assert final["loss"] == pytest.approx(result.history[-1]["loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 1e3])  # the norm of these gradients is about 8/7: clipped, then not
+def test_clip_gradients_is_bit_for_bit_torchs(max_norm):
+    from pretune.train.step import clip_gradients
+
+    torch.manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(50, 20)) for _ in range(3)]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    for a, b in zip(ours, theirs):
+        a.grad = torch.randn_like(a) / 7
+        b.grad = a.grad.clone()
+    before = [p.grad.clone() for p in ours]
+    clip_gradients(ours, max_norm, "cpu")
+    torch.nn.utils.clip_grad_norm_(theirs, max_norm)
+    assert all(torch.equal(a.grad, b.grad) for a, b in zip(ours, theirs))
+    norm = float(torch.nn.utils.get_total_norm([p.grad for p in ours]))
+    assert norm == pytest.approx(max_norm, rel=1e-4) if max_norm < 1 else all(
+        torch.equal(a.grad, b) for a, b in zip(ours, before))
+
+
+@pytest.mark.parametrize("restore_best", [True, False])
+def test_the_reported_eval_is_the_saved_models(tiny_bert, sentiment_csv, tmp_path, restore_best):
+    """fit reports the loop's evaluation of the weights it ends with rather than a second pass over the same
+    rows; a fresh load of the saved folder scores the same."""
+    import pretune
+    from transformers import AutoModelForSequenceClassification
+
+    cfg = tiny_config(tiny_bert, sentiment_csv, tmp_path / "run", train={"epochs": 3, "eval_every": 4,
+                                                                       "restore_best": restore_best})
+    result = pretune.fit(cfg)
+    step = result.best_step if restore_best else result.steps
+    record = next(h for h in result.history if h["step"] == step)
+    assert {k: record[k] for k in result.eval} == result.eval
+    _, data, _ = prepare(config_from_dict(cfg))  # the same held-out rows the run evaluated
+    saved = AutoModelForSequenceClassification.from_pretrained(result.model_dir)
+    assert evaluate(saved, data.eval, data.spec, 64, 0) == pytest.approx(result.eval, rel=1e-5)
