@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+from ..metrics import PER_TYPE
+
 OUTSIDE = "O"
 PREFIXES = "BIES"  # B-, I-, E-, S-
 ORDER = {"B": 0, "I": 1, "E": 2, "S": 3}  # the order of one type's tags in the label set
@@ -137,5 +139,5 @@ def scores(gold: list[list[str]], pred: list[list[str]], scheme: Optional[str]) 
     words = sum(len(seq) for seq in gold)
     out["accuracy"] = sum(a == b for g, q in zip(gold, pred) for a, b in zip(g, q)) / words if words else 0.0
     for kind in sorted({e[1] for e in true | found}):
-        out[f"f1_{kind}"] = _prf({e for e in true if e[1] == kind}, {e for e in found if e[1] == kind})[2]
+        out[f"{PER_TYPE}{kind}"] = _prf({e for e in true if e[1] == kind}, {e for e in found if e[1] == kind})[2]
     return out

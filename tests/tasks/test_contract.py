@@ -30,29 +30,9 @@ def _regression(folder, n, seed):
 
 
 def _token_classification(folder, n, seed):
-    # Sentiment words are entities of their polarity ("very good": a two-word one); the rest is O.
-    from conftest import FILLER, NEGATIVE, POSITIVE
+    from tagging import write_jsonl
 
-    rng, rows = random.Random(seed), []
-    for _ in range(n):
-        tokens, tags = [], []
-        for _ in range(rng.randint(2, 7)):
-            kind = rng.choice(["POS", "NEG", None, None])
-            if kind is None:
-                tokens.append(rng.choice(FILLER[:-3]))  # not "very", "quite", "story"
-                tags.append("O")
-                continue
-            words = POSITIVE if kind == "POS" else NEGATIVE
-            if rng.random() < 0.3:
-                tokens += ["very", rng.choice(words)]
-                tags += [f"B-{kind}", f"I-{kind}"]
-            else:
-                tokens.append(rng.choice(words))
-                tags.append(f"B-{kind}")
-        rows.append({"tokens": tokens, "ner_tags": tags})
-    path = folder / f"tok-{seed}.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+    return write_jsonl(folder / f"tok-{seed}.jsonl", n, seed)
 
 
 DATA = {"classification": _classification, "regression": _regression,

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import random
 
 import numpy as np
 import pytest
-from conftest import FILLER, NEGATIVE, POSITIVE
+from tagging import write_conll, write_jsonl
 
 from pretune import tasks
 from pretune.cli import main
@@ -17,34 +16,6 @@ from pretune.tasks.tokens import rows as token_rows
 from pretune.tasks.words import encode_words, read_words
 
 SPEC = tasks.TaskSpec("token_classification", ["O", "B-NEG", "I-NEG", "B-POS", "I-POS"], {"scheme": "IOB2"})
-
-
-def sentences(n: int, seed: int) -> list[tuple[list[str], list[str]]]:
-    """Sentiment words are entities of their polarity, "very" opens a two-word one; the rest is O."""
-    rng, out = random.Random(seed), []
-    for _ in range(n):
-        tokens, tags = [], []
-        for _ in range(rng.randint(2, 7)):
-            kind = rng.choice(["POS", "NEG", None, None])
-            if kind is None:
-                tokens.append(rng.choice(FILLER[:-3]))  # not "very", "quite", "story"
-                tags.append("O")
-                continue
-            words = POSITIVE if kind == "POS" else NEGATIVE
-            extra = ["very"] if rng.random() < 0.3 else []
-            tokens += extra + [rng.choice(words)]
-            tags += [f"B-{kind}"] + [f"I-{kind}"] * len(extra)
-        out.append((tokens, tags))
-    return out
-
-
-def write_jsonl(path, n, seed, text=False):
-    lines = []
-    for tokens, tags in sentences(n, seed):
-        row = {"text": " ".join(tokens)} if text else {"tokens": tokens, "ner_tags": tags}
-        lines.append(json.dumps(row) + "\n")
-    path.write_text("".join(lines))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +35,7 @@ def test_fit_learns_the_entities_and_eval_reads_a_conll_file(fitted, tmp_path, c
     results = json.loads((out / "results.json").read_text())
     assert results["task"] == "token_classification" and results["eval"]["f1"] > 0.5  # all O scores 0
     assert {"strict_f1", "accuracy", "f1_POS", "f1_NEG", "loss"} <= set(results["eval"])
-    conll = tmp_path / "dev.conll"  # the same sentences as CoNLL columns
-    conll.write_text("\n\n".join("\n".join(f"{w} {t}" for w, t in zip(*s)) for s in sentences(60, 2)) + "\n")
+    conll = write_conll(tmp_path / "dev.conll", 60, 2)  # the same sentences as CoNLL columns
     capsys.readouterr()
     assert main(["eval", str(out / "model"), "--data", str(conll), "--threads", "1", "--max-length", "32"]) == 0
     evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
