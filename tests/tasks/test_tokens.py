@@ -228,3 +228,16 @@ def test_align_ignores_special_tokens(tmp_path, wordpiece):
     enc = encode_words(read_words(table, "tokens", "ner_tags"), wordpiece, 32, None)
     labels = align(enc, [np.array([4, 0, 0, 1, 0]), np.array([2, 3, 0, 0])], all_subtokens=False)
     assert (labels[enc.words < 0] == IGNORE).all() and (labels >= 0).sum() == 9
+
+
+def test_a_validation_split_and_a_subset_keep_each_sentence_s_windows_together(tmp_path, wordpiece):
+    rows = [{"tokens": ["john", "lives", "in", "washington", "."] * (1 + i % 3),
+             "ner_tags": ["B-PER", "O", "O", "B-LOC", "O"] * (1 + i % 3)} for i in range(20)]
+    cfg = DataConfig(train=str(_jsonl(tmp_path / "d.jsonl", rows)), max_length=8, stride=2, val_fraction=0.25)
+    data = load_task_data(cfg, wordpiece)
+    assert (data.train.n_inputs, data.eval.n_inputs) == (15, 5) and len(data.train) + len(data.eval) > 40
+    for enc in (data.train, data.eval):
+        words = {i: enc.words[enc.scored & (enc.inputs[enc.token_rows()] == i)] for i in range(enc.n_inputs)}
+        assert all(sorted(w.tolist()) == list(range(len(w))) and len(w) % 5 == 0 for w in words.values())
+    subset = load_task_data(DataConfig(**{**vars(cfg), "max_train_samples": 4}), wordpiece).train
+    assert subset.n_inputs == 4 and subset.scored.sum() in range(20, 61, 5)
