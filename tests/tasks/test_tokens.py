@@ -241,3 +241,18 @@ def test_a_validation_split_and_a_subset_keep_each_sentence_s_windows_together(t
         assert all(sorted(w.tolist()) == list(range(len(w))) and len(w) % 5 == 0 for w in words.values())
     subset = load_task_data(DataConfig(**{**vars(cfg), "max_train_samples": 4}), wordpiece).train
     assert subset.n_inputs == 4 and subset.scored.sum() in range(20, 61, 5)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "parquet"])
+def test_token_and_tag_lists_read_alike_from_jsonl_json_and_parquet(fmt, tmp_path, wordpiece):
+    path = tmp_path / f"d.{fmt}"
+    if fmt == "jsonl":
+        _jsonl(path, ROWS)
+    elif fmt == "json":
+        path.write_text(json.dumps(ROWS))
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        pq.write_table(pa.Table.from_pylist(ROWS), path)
+    data = load_task_data(DataConfig(train=str(path), eval=str(path)), wordpiece)
+    assert data.spec.labels == ["O", "B-LOC", "B-MISC", "I-MISC", "B-PER"] and data.train.scored.sum() == 9

@@ -102,3 +102,24 @@ def test_a_search_on_tag_lists_aims_at_entity_f1(tmp_path):
     plan = make_plan(config_from_dict({"data": {"train": str(train)}, "output": str(tmp_path / "s")}))
     assert plan.objectives == [("f1", "maximize")]
     assert tasks.task_of(DataConfig(train=str(train))) == "token_classification"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "deberta-v2", "modernbert", "llama", "qwen2"])
+def test_every_family_tags_each_word_once_through_windows(family, family_dir, tmp_path):
+    """WordPiece, byte-level BPE (RoBERTa, Qwen2) and SentencePiece-style tokenizers all map sub-tokens to words
+    by their offsets; max_length 12 cuts most sentences into windows."""
+    import pretune
+
+    train, dev = write_jsonl(tmp_path / "train.jsonl", 120, 1), write_jsonl(tmp_path / "dev.jsonl", 30, 2)
+    texts = write_jsonl(tmp_path / "texts.jsonl", 10, 3, text=True)
+    result = pretune.fit({"model": {"path": str(family_dir(family))},
+                          "data": {"train": str(train), "eval": str(dev), "max_length": 12},
+                          "train": {"epochs": 2, "lr": 5e-3, "batch_size": 16, "progress": False, "threads": 1,
+                                    "precision": "fp32"},
+                          "output": str(tmp_path / "run")})
+    assert result.eval["f1"] > 0.3
+    inputs = [json.loads(line)["text"] for line in texts.read_text().splitlines()]
+    for row, text in zip(pretune.predict(str(result.model_dir), str(texts), max_length=12), inputs):
+        assert row["tokens"] == text.split() and len(row["tags"]) == len(row["tokens"])
+        assert all(text[e["char_start"]:e["char_end"]] == e["text"] for e in row["entities"])
