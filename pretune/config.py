@@ -25,6 +25,7 @@ SCHEDULES = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ATTENTION = ("sdpa", "eager", "flash_attention_2")
 DISTRIBUTED = ("ddp", "fsdp")
+TAG_SCHEMES = ("IOB1", "IOB2", "BIOES")
 
 
 @dataclass
@@ -41,13 +42,20 @@ class DataConfig:
     eval: Optional[str] = None  # no eval file: a stratified, seeded split of train
     text: str = "text"
     text_pair: Optional[str] = None
-    label: str = "label"
-    task: Optional[str] = None  # classification | regression; inferred from the labels when unset
+    label: str = "label"  # in a CoNLL file, a column number picks that column as the tags (--conll-column)
+    # classification | regression | token_classification; inferred from the labels when unset
+    task: Optional[str] = None
     max_length: int = 128
     val_fraction: float = 0.1
-    max_train_samples: Optional[int] = None
+    max_train_samples: Optional[int] = None  # rows (sentences, for token classification)
     max_eval_samples: Optional[int] = None
     cache_dir: Optional[str] = None  # tokenized cache; default ~/.cache/pretune
+    # token classification
+    label_names: Optional[list[str]] = None  # tag names in id order, for integer tags
+    tag_scheme: Optional[str] = None  # IOB1 | IOB2 | BIOES; None: read off the training tags
+    strict_tags: bool = False  # a tag its scheme does not allow where it stands (I-PER after O in IOB2) is an error
+    label_all_subtokens: bool = False  # every sub-token of a word learns its tag (B-X: I-X after the first)
+    stride: Optional[int] = None  # sub-tokens two windows of a long sentence share; None: a quarter of max_length
 
 
 @dataclass
@@ -279,6 +287,7 @@ def _check_values(cfg: RunConfig, errors: list[str]) -> None:
     from .tasks import names as task_names  # the registry sits above the config; torch-free to import
 
     choice("data.task", cfg.data.task, task_names())
+    choice("data.tag_scheme", cfg.data.tag_scheme, TAG_SCHEMES)
     choice("method.name", cfg.method.name, METHODS)
     choice("train.schedule", cfg.train.schedule, SCHEDULES)
     choice("train.precision", cfg.train.precision, PRECISIONS)
@@ -291,7 +300,7 @@ def _check_values(cfg: RunConfig, errors: list[str]) -> None:
         section, name = key.split(".")
         positive(key, getattr(getattr(cfg, section), name))
     for key in ("train.weight_decay", "train.warmup", "method.train_top_layers",
-                "train.early_stopping_patience", "train.checkpoint_every"):
+                "train.early_stopping_patience", "train.checkpoint_every", "data.stride"):
         section, name = key.split(".")
         positive(key, getattr(getattr(cfg, section), name), allow_zero=True)
     if isinstance(cfg.data.val_fraction, float) and not 0 < cfg.data.val_fraction < 1:

@@ -45,5 +45,13 @@ def regression_metrics(pred: np.ndarray, gold: np.ndarray) -> dict[str, float]:
     }
 
 
+PER_TYPE = "f1_"  # a metric named f1_<TYPE> is the F1 of one entity type (token classification)
+
+
+def per_type_f1(metrics: dict) -> dict[str, float]:
+    """``{type: F1}`` from the metrics named ``f1_<TYPE>``; empty for a task without types."""
+    return {k[len(PER_TYPE):]: v for k, v in metrics.items() if k.startswith(PER_TYPE)}
+
+
 def higher_is_better(metric: str) -> bool:
     return metric not in ("mse", "loss", "eval_loss")

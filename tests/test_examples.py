@@ -15,7 +15,7 @@ from conftest import SHARED_DATA
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-@pytest.mark.parametrize("name", ["sst2", "mrpc", "trec"])
+@pytest.mark.parametrize("name", ["sst2", "mrpc", "trec", "conll2003"])
 def test_example_takes_its_data_folder_from_the_environment(name, monkeypatch, tmp_path):
     monkeypatch.setenv("PRETUNE_DATA", str(tmp_path / "glue"))
     cfg = load_config(EXAMPLES / f"{name}.yaml")
@@ -34,6 +34,22 @@ def test_example_columns_match_the_shared_data(name, classes, monkeypatch):
     ex = read_examples(cfg.data.eval, cfg.data.text, cfg.data.text_pair, cfg.data.label)
     assert len(set(ex.labels)) == classes and all(ex.texts)
     assert (ex.pairs is not None) == (name == "mrpc")
+
+
+def test_conll2003_example_reads_the_iob1_files_as_tagged_sentences(monkeypatch):
+    if not (SHARED_DATA / "conll2003").is_dir():
+        pytest.skip(f"{SHARED_DATA / 'conll2003'} not present")
+    from pretune import tasks
+    from pretune.data import read_table
+    from pretune.tasks import tags
+
+    monkeypatch.setenv("PRETUNE_DATA", str(SHARED_DATA))
+    cfg = load_config(EXAMPLES / "conll2003.yaml")
+    table = read_table(cfg.data.eval)
+    assert tasks.task_of(cfg.data) == "token_classification" and len(table) == 3250
+    spec = tasks.get("token_classification").spec(table.columns["tags"], table, "tags", cfg.data)
+    assert spec.settings == {"scheme": "IOB1"}
+    assert {tags.split_tag(t)[1] for t in spec.labels} - {""} == {"PER", "ORG", "LOC", "MISC"}
 
 
 def test_unset_variable_without_default_names_it(tmp_path, monkeypatch):

@@ -65,7 +65,7 @@ def _pad_batch(enc, rows, pad_id: int) -> dict[str, np.ndarray]:
 
 def _eval_pass(runner, enc, pad_id: int, batch_size: int) -> tuple[np.ndarray, float]:
     """Logits in row order and the seconds the model took over all batches."""
-    from ..data import eval_batches
+    from ..data import eval_batches, place_outputs
 
     batches = eval_batches(enc.lengths, batch_size)
     runner.predict(_pad_batch(enc, batches[0], pad_id))  # warm-up: first call allocates
@@ -75,9 +75,7 @@ def _eval_pass(runner, enc, pad_id: int, batch_size: int) -> tuple[np.ndarray, f
         t0 = time.perf_counter()
         logits = runner.predict(feed)
         seconds += time.perf_counter() - t0
-        if out is None:
-            out = np.zeros((len(enc), logits.shape[-1]), dtype=np.float32)
-        out[rows] = logits
+        out = place_outputs(out, enc, rows, logits)
     return out, seconds
 
 
@@ -112,7 +110,7 @@ def load_eval(path: str, tokenizer, config, text: str, text_pair: Optional[str],
     if len(enc) == 0:
         raise PretuneError(f"{path}: no rows to evaluate")
     if max_samples:
-        enc = enc.select(subsample(len(enc), max_samples, seed))
+        enc = enc.select_inputs(subsample(enc.n_inputs, max_samples, seed))
     return enc, spec
 
 
@@ -136,14 +134,14 @@ def measure(model_dir: str | os.PathLike, data: str, *, text: str = "text", text
                 "latency_ms": _latency(runner, enc, pad_id, cfg), "environment": _environment()}
     logits, seconds = _eval_pass(runner, enc, pad_id, cfg.batch_size)
     task = tasks.get(spec.task)
-    metrics = task.metrics(logits, enc.labels, spec)
+    metrics = task.metrics(logits, enc, spec)
     latency = _latency(runner, enc, pad_id, cfg)
     peak = _rss_mb("VmHWM")
     folder = Path(model_dir)
     return {
         "model": str(folder), "format": read_manifest(folder).get("format"), "backend": runner.backend,
         "threads": cfg.threads,
-        "eval": {"file": str(data), "rows": len(enc), "metric": task.default_metric, "metrics": metrics},
+        "eval": {"file": str(data), "rows": enc.n_inputs, "metric": task.default_metric, "metrics": metrics},
         "latency_ms": latency,
         "throughput": {"batch_size": cfg.batch_size, "samples_per_s": len(enc) / max(seconds, 1e-9),
                        "order": "length-sorted batches"},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from .flags import add_columns
+from .flags import add_columns, label_column
 
 log = logging.getLogger("pretune")
 
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = BenchConfig(threads=args.threads, batch_size=args.batch_size, runs=args.runs,
                       max_eval_samples=args.max_eval_samples, max_length=args.max_length,
                       isolate=not args.no_isolate, device=args.device, precision=args.precision)
-    r = bench(args.model, args.data, text=args.text, text_pair=args.text_pair, label=args.label,
+    r = bench(args.model, args.data, text=args.text, text_pair=args.text_pair, label=label_column(args),
               output=args.output, cfg=cfg)
     print(format_result(r))
     if args.output:

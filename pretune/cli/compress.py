@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from .flags import add_columns
+from .flags import add_columns, label_column
 
 log = logging.getLogger("pretune")
 
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give a model folder and --data FILE: pretune compress MODEL --data FILE")
     cfg = _config(args)
     r = compress(args.model, args.data, train=args.train, text=args.text, text_pair=args.text_pair,
-                 label=args.label, output=args.output, cfg=cfg)
+                 label=label_column(args), output=args.output, cfg=cfg)
     print(format_table(r))
     log.info("results: %s/results.json", args.output)
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .flags import add_columns, add_inference
+from .flags import add_columns, label_column, add_inference
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from ..jobs.predict import evaluate_folder
 
     metrics = evaluate_folder(args.model_dir, args.data, text=args.text, text_pair=args.text_pair,
-                              label=args.label, max_length=args.max_length, batch_size=args.batch_size,
+                              label=label_column(args), max_length=args.max_length, batch_size=args.batch_size,
                               threads=args.threads, device=args.device, precision=args.precision)
     if args.output:
         write_json(args.output, metrics)

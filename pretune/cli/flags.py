@@ -31,10 +31,21 @@ def add_columns(p, *, defaults: bool = True, label: bool = True) -> None:
         defaults: give the flags their defaults (text, label); without, an unset flag is None so that it
             does not override a config file.
     """
-    p.add_argument("--text", default="text" if defaults else None, help="text column (default: text)")
+    p.add_argument("--text", default="text" if defaults else None,
+                   help="text column (default: text; tokens for token classification)")
     p.add_argument("--text-pair", help="second text column, for sentence-pair tasks")
     if label:
-        p.add_argument("--label", default="label" if defaults else None, help="label column (default: label)")
+        p.add_argument("--label", default="label" if defaults else None,
+                       help="label column (default: label; ner_tags or tags for token classification)")
+        p.add_argument("--conll-column", type=int, metavar="N",
+                       help="CoNLL files: the column of the tags, counting the token as 0 (default: the last)")
+
+
+def label_column(args: argparse.Namespace) -> Optional[str]:
+    """``--label``, or the CoNLL column ``--conll-column`` names (a CoNLL table names its columns by number)."""
+    if getattr(args, "conll_column", None) is not None:
+        return str(args.conll_column)
+    return args.label
 
 
 def add_config(p: argparse.ArgumentParser) -> None:
@@ -86,7 +97,7 @@ def flags_to_config(args: argparse.Namespace) -> dict:
     """The model/data flags that were given, as a nested config dict."""
     out: dict = {}
     for dest, key in FLAG_KEYS.items():
-        value = getattr(args, dest, None)
+        value = label_column(args) if dest == "label" else getattr(args, dest, None)
         if value is None:
             continue
         set_key(out, key, value)

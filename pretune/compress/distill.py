@@ -48,8 +48,9 @@ def distill_loss(teacher: nn.Module, spec: TaskSpec, temperature: float, alpha: 
         with torch.no_grad():
             t_out = teacher(**inputs, output_hidden_states=hidden)
         s_out = student(**inputs, output_hidden_states=hidden)
-        s, t = s_out.logits.float(), t_out.logits.float()  # (B, C)
-        loss = alpha * task.soft_loss(s, t, temperature) + (1 - alpha) * task.loss(s, batch["labels"])
+        s, t = s_out.logits.float(), t_out.logits.float()  # (B, C), or (B, T, C) for a tag per token
+        loss = alpha * task.soft_loss(s, t, temperature, batch["attention_mask"]) \
+            + (1 - alpha) * task.loss(s, batch["labels"])
         if hidden:
             mask = batch["attention_mask"].unsqueeze(-1).float()  # (B, T, 1): padding does not count
             for j, i in enumerate(layer_map):

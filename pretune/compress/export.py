@@ -69,10 +69,12 @@ def sample_batch(enc: Encoded, pad_id: int, rows: int = 2) -> dict[str, torch.Te
 def export_torchscript(model: nn.Module, path: Path, batch: dict[str, torch.Tensor], opset: int) -> None:
     names = tuple(n for n in INPUTS if n in batch)
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    axes["logits"] = {0: "batch"}
     # The wrapper must be in eval mode too: the exporter restores the wrapper's mode afterwards,
     # and a fresh Module is in training mode, which would switch dropout on in ``model``.
     wrapper = _LogitsOnly(model, names).eval()
+    with torch.no_grad():
+        per_token = wrapper(*(batch[n] for n in names)).dim() == 3  # (B, T, C): a tag per token
+    axes["logits"] = {0: "batch", 1: "sequence"} if per_token else {0: "batch"}
     with quiet():
         torch.onnx.export(wrapper, tuple(batch[n] for n in names), str(path),
                           input_names=list(names), output_names=["logits"], dynamic_axes=axes,
@@ -83,7 +85,7 @@ EXPORTER: Callable[[nn.Module, Path, dict, int], None] = export_torchscript
 
 
 def export_onnx(model: nn.Module, path: Path, batch: dict[str, torch.Tensor], opset: int) -> None:
-    """Export ``model`` (a sequence classifier) to ``path`` with dynamic batch and sequence axes.
+    """Export ``model`` (a sequence or token classifier) to ``path`` with dynamic batch and sequence axes.
 
     Raises:
         ModelError: the architecture cannot be exported (one line naming the model type).

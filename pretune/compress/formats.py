@@ -2,7 +2,7 @@
 
 A variant folder holds ``config.json``, the tokenizer, its weights and ``pretune_variant.json`` naming its
 ``format``:
-- ``hf`` (no manifest): a plain Hugging Face folder; ``AutoModelForSequenceClassification`` loads it;
+- ``hf`` (no manifest): a plain Hugging Face folder; its task's ``AutoModelFor...`` class loads it;
 - ``torch-int8-dynamic``: int8 weights and scales in safetensors, rebuilt into a dynamically quantized
   PyTorch model by ``load_torch_int8`` (``AutoModel...`` cannot load it);
 - ``hf-pruned``: a structurally pruned model whose Linear shapes differ from its config's, rebuilt by
@@ -131,12 +131,14 @@ def save_torch_int8(model: nn.Module, folder: str | os.PathLike) -> None:
 def load_torch_int8(folder: Path, manifest: dict) -> nn.Module:
     """Rebuild a model saved by ``save_torch_int8``: quantize a skeleton, then set the saved int8 weights."""
     from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
+
+    from ..models import auto_class_of
 
     config = AutoConfig.from_pretrained(str(folder))
     # A randomly initialised skeleton (not meta tensors: non-persistent buffers such as
     # position ids must be real); every saved tensor then overwrites its init.
-    model = AutoModelForSequenceClassification.from_config(config)
+    model = auto_class_of(config).from_config(config)
     tensors = load_file(str(folder / "model.safetensors"))
     names = manifest["quantized_modules"]
     plain = {k: v for k, v in tensors.items() if not any(k.startswith(n + ".") for n in names)}
@@ -164,9 +166,12 @@ def load_torch_int8(folder: Path, manifest: dict) -> nn.Module:
 def load_pruned(folder: Path, manifest: dict) -> nn.Module:
     """Rebuild a structurally pruned model: resize its Linears to the saved shapes, then load the weights."""
     from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
-    model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(str(folder)))
+    from ..models import auto_class_of
+
+    config = AutoConfig.from_pretrained(str(folder))
+    model = auto_class_of(config).from_config(config)
     for name, (out_f, in_f) in manifest.get("shapes", {}).items():
         old = model.get_submodule(name)
         model.set_submodule(name, nn.Linear(in_f, out_f, bias=old.bias is not None))

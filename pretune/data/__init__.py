@@ -4,8 +4,9 @@ What the labels mean, and so how a file becomes a task's train and eval sets, is
 """
 
 from .dataset import Examples, read_examples, stratified_split, subsample
-from .encoded import Encoded, collate, epoch_batches, eval_batches, padding_fraction, tokenize
+from .encoded import (IGNORE, Encoded, cached, collate, epoch_batches, eval_batches, padding_fraction, place_outputs,
+                      tokenize)
 from .readers import Table, read_table
 
-__all__ = ["Encoded", "Examples", "Table", "read_examples", "read_table", "tokenize", "collate", "epoch_batches",
-           "eval_batches", "padding_fraction", "stratified_split", "subsample"]
+__all__ = ["Encoded", "Examples", "IGNORE", "Table", "read_examples", "read_table", "tokenize", "cached", "collate",
+           "epoch_batches", "eval_batches", "padding_fraction", "place_outputs", "stratified_split", "subsample"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
@@ -18,14 +18,24 @@ if TYPE_CHECKING:
 CACHE_VERSION = "1"
 
 
+IGNORE = -100  # a token without a target: PyTorch's cross-entropy skips it (its default ignore_index)
+
+
 @dataclass
 class Encoded:
-    """Token ids of many rows stored flat: row i is ``ids[offsets[i]:offsets[i+1]]``."""
+    """Token ids of many rows stored flat: row i is ``ids[offsets[i]:offsets[i+1]]``.
+
+    Sentence-level rows have one target per row. Word-level rows (token classification) have one per token,
+    say which word of their input each token belongs to, and may be windows cut from one long input.
+    """
 
     ids: np.ndarray  # (total_tokens,) int32
     type_ids: Optional[np.ndarray]  # (total_tokens,) int8, or None when the tokenizer has none
     offsets: np.ndarray  # (n_rows + 1,) int64
-    labels: Optional[np.ndarray]  # (n_rows,) int64 ids or float32 targets
+    labels: Optional[np.ndarray]  # (n_rows,) int64 ids or float32 targets; with ``words``: (total_tokens,), IGNORE
+    words: Optional[np.ndarray] = None  # (total_tokens,) int32: the token's word in its input row; -1: none
+    scored: Optional[np.ndarray] = None  # (total_tokens,) bool: the one token whose output predicts its word
+    inputs: Optional[np.ndarray] = None  # (n_rows,) int64: the input row each row was cut from, 0..n_inputs - 1
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -34,19 +44,62 @@ class Encoded:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    @property
+    def n_inputs(self) -> int:
+        """Input rows (sentences) the rows were cut from; ``len(self)`` when each row is its own."""
+        if self.inputs is None:
+            return len(self)
+        return int(self.inputs.max()) + 1 if len(self.inputs) else 0
+
     def select(self, rows: list[int] | np.ndarray) -> "Encoded":
+        """The rows ``rows`` (in that order); their inputs are numbered 0.. again, in the order of their numbers."""
         rows = np.asarray(rows, dtype=np.int64)
         lengths = self.lengths[rows]
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         # token positions of the selected rows, vectorised: start of each row + position within it
         gather = np.repeat(self.offsets[rows] - offsets[:-1], lengths) + np.arange(offsets[-1])
-        return Encoded(self.ids[gather], None if self.type_ids is None else self.type_ids[gather], offsets,
-                       None if self.labels is None else self.labels[rows])
+
+        def tokens(a):
+            return None if a is None else a[gather]
+
+        per_token = self.words is not None
+        labels = None if self.labels is None else self.labels[gather if per_token else rows]
+        inputs = None if self.inputs is None else np.unique(self.inputs[rows], return_inverse=True)[1].astype(np.int64)
+        return Encoded(self.ids[gather], tokens(self.type_ids), offsets, labels, tokens(self.words),
+                       tokens(self.scored), inputs)
+
+    def select_inputs(self, which: list[int] | np.ndarray) -> "Encoded":
+        """Every row cut from the input rows ``which`` (all windows of each), in row order."""
+        if self.inputs is None:
+            return self.select(which)
+        return self.select(np.flatnonzero(np.isin(self.inputs, np.asarray(which, dtype=np.int64))))
 
     def with_labels(self, labels: Optional[np.ndarray]) -> "Encoded":
-        """The same rows with ``labels`` (one target per row, in the dtype the task's loss takes)."""
-        return Encoded(self.ids, self.type_ids, self.offsets, labels)
+        """The same rows with ``labels`` (one target per row, or per token for word-level rows)."""
+        return replace(self, labels=labels)
+
+    def token_rows(self) -> np.ndarray:
+        """(total_tokens,) the row of every token."""
+        return np.repeat(np.arange(len(self)), self.lengths)
+
+
+def place_outputs(out: Optional[np.ndarray], enc: Encoded, rows: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """Write one batch's outputs into those of the whole set (allocated on the first batch) and return them.
+
+    Outputs per row, (B, C), go to ``out[rows]`` of an (N, C) array; outputs per token, (B, T, C), go to each row's
+    tokens of a (total_tokens, C) array laid out like ``enc.ids`` (padding dropped).
+    """
+    if out is None:
+        shape = (len(enc) if logits.ndim == 2 else len(enc.ids), logits.shape[-1])
+        out = np.zeros(shape, dtype=np.float32)
+    if logits.ndim == 2:
+        out[rows] = logits
+        return out
+    for j, r in enumerate(rows):
+        a, b = enc.offsets[r], enc.offsets[r + 1]
+        out[a:b] = logits[j, : b - a]
+    return out
 
 
 def _tokenizer_fingerprint(tokenizer) -> str:
@@ -91,41 +144,51 @@ def default_cache_dir() -> Path:
     return Path(base) / "tokenized"
 
 
-def tokenize(texts: list[str], pairs: Optional[list[str]], tokenizer, max_length: int,
-             cache_dir: str | Path | None = None, source: str | None = None,
-             columns: tuple = ()) -> Encoded:
-    """Tokenize rows (truncating to ``max_length``), cached on disk when ``source`` is a file or a Hub split.
+def cached(build: Callable[[], dict[str, np.ndarray]], source: str | None, content: tuple, tokenizer,
+           parts: tuple, cache_dir: str | Path | None = None) -> dict[str, np.ndarray]:
+    """``build()``'s named arrays, kept on disk when ``source`` is a file or a Hub split.
 
-    The cache key holds the file's bytes, or for a ``hub:`` source the rows' texts themselves.
+    The cache key holds the file's bytes (for a ``hub:`` source the ``content`` tokenized, e.g. (texts, pairs)),
+    the tokenizer and ``parts`` (whatever else decides the arrays: max length, columns, ...). An unreadable cache
+    file is rebuilt; a read-only cache folder only costs speed.
     """
-    key = None
     rows = None
     if source and os.path.isfile(source):
         rows = _file_fingerprint(source)
     elif source and source.startswith("hub:"):
-        rows = _rows_fingerprint(texts, pairs)
-    if rows is not None:
-        parts = [CACHE_VERSION, rows, _tokenizer_fingerprint(tokenizer),
-                 str(max_length), repr(columns), str(len(texts))]
-        key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
-        path = Path(cache_dir or default_cache_dir()) / f"{key}.npz"
-        if path.exists():
-            try:
-                with np.load(path, allow_pickle=False) as z:
-                    type_ids = z["type_ids"] if z["type_ids"].size else None
-                    return Encoded(z["ids"], type_ids, z["offsets"], None)
-            except (OSError, ValueError, KeyError):
-                pass  # unreadable cache: rebuild it
-    enc = _tokenize(texts, pairs, tokenizer, max_length)
-    if key is not None:
+        rows = _rows_fingerprint(*content)
+    if rows is None:
+        return build()
+    key_parts = [CACHE_VERSION, rows, _tokenizer_fingerprint(tokenizer), *map(str, parts)]
+    key = hashlib.sha256("|".join(key_parts).encode()).hexdigest()[:24]
+    path = Path(cache_dir or default_cache_dir()) / f"{key}.npz"
+    if path.exists():
         try:
-            with atomic_path(path) as tmp:
-                with open(tmp, "wb") as f:
-                    np.savez(f, ids=enc.ids, offsets=enc.offsets,
-                             type_ids=enc.type_ids if enc.type_ids is not None else np.zeros(0, np.int8))
-        except OSError:
-            pass  # a read-only cache folder only costs speed
-    return enc
+            with np.load(path, allow_pickle=False) as z:
+                return {name: z[name] for name in z.files}
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable cache: rebuild it
+    arrays = build()
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+    except OSError:
+        pass
+    return arrays
+
+
+def tokenize(texts: list[str], pairs: Optional[list[str]], tokenizer, max_length: int,
+             cache_dir: str | Path | None = None, source: str | None = None,
+             columns: tuple = ()) -> Encoded:
+    """Tokenize rows (truncating to ``max_length``), cached on disk when ``source`` is a file or a Hub split."""
+    def build() -> dict[str, np.ndarray]:
+        enc = _tokenize(texts, pairs, tokenizer, max_length)
+        return {"ids": enc.ids, "offsets": enc.offsets,
+                "type_ids": enc.type_ids if enc.type_ids is not None else np.zeros(0, np.int8)}
+
+    z = cached(build, source, (texts, pairs), tokenizer, (max_length, repr(columns), len(texts)), cache_dir)
+    return Encoded(z["ids"], z["type_ids"] if z["type_ids"].size else None, z["offsets"], None)
 
 
 def _tokenize(texts, pairs, tokenizer, max_length) -> Encoded:
@@ -151,7 +214,8 @@ def _tokenize(texts, pairs, tokenizer, max_length) -> Encoded:
 
 
 def collate(enc: Encoded, rows: np.ndarray | list[int], pad_id: int) -> dict[str, "torch.Tensor"]:
-    """Pad ``rows`` to their longest member. Returns model inputs plus ``labels`` if known."""
+    """Pad ``rows`` to their longest member. Returns model inputs plus ``labels`` if known (per token: padded
+    with ``IGNORE``)."""
     import torch  # here, not at the top: reading and checking data needs no torch
     rows = np.asarray(rows)
     lengths = enc.lengths[rows]
@@ -159,16 +223,22 @@ def collate(enc: Encoded, rows: np.ndarray | list[int], pad_id: int) -> dict[str
     input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)  # (B, T)
     mask = np.zeros((len(rows), width), dtype=np.int64)
     type_ids = np.zeros((len(rows), width), dtype=np.int64) if enc.type_ids is not None else None
+    per_token = enc.labels is not None and enc.words is not None
+    labels = np.full((len(rows), width), IGNORE, dtype=np.int64) if per_token else None
     for j, r in enumerate(rows):
         a, b = enc.offsets[r], enc.offsets[r + 1]
         input_ids[j, : b - a] = enc.ids[a:b]
         mask[j, : b - a] = 1
         if type_ids is not None:
             type_ids[j, : b - a] = enc.type_ids[a:b]
+        if labels is not None:
+            labels[j, : b - a] = enc.labels[a:b]
     batch = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
     if type_ids is not None:
         batch["token_type_ids"] = torch.from_numpy(type_ids)
-    if enc.labels is not None:
+    if labels is not None:
+        batch["labels"] = torch.from_numpy(labels)
+    elif enc.labels is not None:
         batch["labels"] = torch.from_numpy(enc.labels[rows])
     return batch
 

@@ -60,6 +60,9 @@ def _column(ds, name: str) -> list[Any]:
     if type(feature).__name__ == "ClassLabel":
         # Label names, as a local file would hold them; -1 is the Hub's "no label" (e.g. GLUE's test splits).
         return [feature.int2str(v) if v is not None and v >= 0 else None for v in values]
+    inner = getattr(feature, "feature", None)  # a list of class labels per row: tags (conll2003's ner_tags)
+    if type(inner).__name__ == "ClassLabel":
+        return [None if row is None else [inner.int2str(v) for v in row] for row in values]
     return list(values)
 
 

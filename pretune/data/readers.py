@@ -1,8 +1,10 @@
-"""Read labelled text tables from CSV, TSV, JSONL/JSON and Parquet files, or a Hub dataset (``hub:``).
+"""Read labelled tables from CSV, TSV, JSONL/JSON, Parquet and CoNLL files, or a Hub dataset (``hub:``).
 
 Every reader returns a ``Table``: named columns plus, for each row, the line of
 the file it came from, so errors can say "file, line, column". Bytes that are
 not UTF-8 are reported with their line instead of being replaced silently.
+A CoNLL file (one ``token ... tag`` line per token, a blank line between sentences)
+becomes one row per sentence whose columns hold lists.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import Any
 from ..errors import DataError
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".jsonl": "jsonl", ".json": "json",
-           ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+           ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet", ".conll": "conll", ".iob": "conll",
+           ".bio": "conll"}
+DOCSTART = "-DOCSTART-"  # a CoNLL document boundary; the CoNLL-2003 files (eng.train, ...) begin with one
 
 
 @dataclass
@@ -27,12 +31,19 @@ class Table:
     columns: dict[str, list[Any]]
     lines: list[int] = field(default_factory=list)  # source line (1-based) of each row; row number for parquet
     line_word: str = "line"
+    token_lines: bool = False  # CoNLL: item k of a row's lists stands on line lines[i] + k
 
     def __len__(self) -> int:
         return len(self.lines)
 
     def where(self, i: int) -> str:
         return f"{self.path}, {self.line_word} {self.lines[i]}"
+
+    def where_item(self, i: int, k: int) -> str:
+        """Where item ``k`` (0-based) of row ``i``'s list values stands: its own line in a CoNLL file."""
+        if self.token_lines:
+            return f"{self.path}, line {self.lines[i] + k}"
+        return f"{self.where(i)}, item {k + 1}"
 
     def column(self, name: str, role: str, flag: str) -> list[Any]:
         """The column ``name`` or a ``DataError`` listing the columns there are."""
@@ -44,14 +55,27 @@ class Table:
 
 
 def detect_format(path: Path) -> str:
+    """The format by extension; a file of another extension that begins with ``-DOCSTART-`` is CoNLL."""
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] == ".gz":
         suffixes = suffixes[:-1]
     fmt = FORMATS.get(suffixes[-1]) if suffixes else None
+    if fmt is None and path.is_file() and _starts_with_docstart(path):
+        return "conll"
     if fmt is None:
         raise DataError(f"{path}: unknown data format {path.suffix or '(no extension)'!r}; "
-                        f"use one of {', '.join(sorted(set(FORMATS)))}")
+                        f"use one of {', '.join(sorted(set(FORMATS)))} (.conll for CoNLL column files)")
     return fmt
+
+
+def _starts_with_docstart(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096).decode("utf-8-sig", errors="replace")
+    except OSError:
+        return False
+    first = next((line.split() for line in head.splitlines() if line.strip()), [""])
+    return first[0] == DOCSTART
 
 
 def read_table(path: str | Path) -> Table:
@@ -73,6 +97,8 @@ def read_table(path: str | Path) -> Table:
         table = _read_delimited(p, text, "," if fmt == "csv" else "\t", fmt)
     elif fmt == "jsonl":
         table = _read_jsonl(p, text)
+    elif fmt == "conll":
+        table = _read_conll(p, text)
     else:
         table = _read_json(p, text)
     if not table.lines:
@@ -152,6 +178,35 @@ def _read_json(p: Path, text: str) -> Table:
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise DataError(f"{p}: expected a JSON list of objects (or JSONL, one object per line)")
     return _rows_to_table(p, list(enumerate(data, start=1)), "record")
+
+
+def _read_conll(p: Path, text: str) -> Table:
+    """One row per sentence: ``tokens`` (the first column), ``tags`` (the last, when there are two or more) and
+    every column by its index (``"0"``, ``"1"``, ...; ``--conll-column N`` picks one as the tags)."""
+    rows: list[list[list[str]]] = []  # sentence -> token lines -> fields
+    lines: list[int] = []
+    width, first = 0, 0
+    current: list[list[str]] = []
+    for n, line in enumerate(text.splitlines() + [""], start=1):
+        fields = line.split()
+        if not fields or fields[0] == DOCSTART:  # a blank line or a document boundary ends a sentence
+            if current:
+                rows.append(current)
+                current = []
+            continue
+        if not width:
+            width, first = len(fields), n
+        elif len(fields) != width:
+            raise DataError(f"{p}, line {n}: {len(fields)} columns, but line {first} has {width}; every token line "
+                            "of a CoNLL file needs the same columns (token ... tag, separated by spaces or tabs)")
+        if not current:
+            lines.append(n)
+        current.append(fields)
+    cols: dict[str, list[Any]] = {str(j): [[t[j] for t in sent] for sent in rows] for j in range(width)}
+    named = {"tokens": cols["0"]} if width else {}
+    if width >= 2:
+        named["tags"] = cols[str(width - 1)]
+    return Table(str(p), {**named, **cols}, lines, token_lines=True)
 
 
 def _read_parquet(p: Path) -> Table:

@@ -27,20 +27,21 @@ def evaluate_folder(model_dir: str, data: str, *, text: str = "text", text_pair:
     enc = tasks.load_labelled(data, cfg, spec, tokenizer)
     with first_token_only(model):  # same outputs, less work (pretune.models.fastpath)
         outputs = predict_outputs(model, enc, spec, batch_size, tokenizer.pad_token_id, rt)
-    return {**tasks.get(spec.task).metrics(outputs, enc.labels, spec), "rows": len(enc)}
+    return {**tasks.get(spec.task).metrics(outputs, enc, spec), "rows": enc.n_inputs}
 
 
 def predict_file(model_dir: str, data: str, *, text: str = "text", text_pair: str | None = None,
                  max_length: int = 128, batch_size: int = 64, threads: int | None = None, device: str = "auto",
                  precision: str = "auto") -> list[dict]:
     """One dict per row, as the model's task writes it (classification: ``label`` and ``probs``;
-    regression: ``prediction``), computed on ``device`` in ``precision``."""
+    regression: ``prediction``; token classification: ``tokens``, ``tags`` and ``entities``), computed on
+    ``device`` in ``precision``."""
     set_threads(threads)
     rt = resolve(device, precision)
     model, tokenizer, spec = load_finetuned(model_dir)
     model.to(rt.device)
     cfg = DataConfig(text=text, text_pair=text_pair, max_length=max_length)
-    enc = tasks.load_unlabelled(data, cfg, spec, tokenizer)
+    examples, enc = tasks.read_unlabelled(data, cfg, spec, tokenizer)
     with first_token_only(model):
         outputs = predict_outputs(model, enc, spec, batch_size, tokenizer.pad_token_id, rt)
-    return tasks.get(spec.task).rows(outputs, spec)
+    return tasks.get(spec.task).rows(outputs, enc, spec, examples)

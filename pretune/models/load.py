@@ -17,8 +17,8 @@ from ..tasks import TaskSpec
 from .sources import (PACKAGED, as_plain_model, check_gguf_file, gguf_model_kwargs, is_gguf, packaged_minilm,
                       pretrained_args, resolve_model_path)
 
-__all__ = ["PACKAGED", "check_model_folder", "load_finetuned", "load_for_task", "load_tokenizer", "packaged_minilm",
-           "resolve_model_path", "spec_of"]
+__all__ = ["PACKAGED", "auto_class_of", "check_model_folder", "load_finetuned", "load_for_task", "load_tokenizer",
+           "packaged_minilm", "resolve_model_path", "spec_of"]
 
 log = logging.getLogger("pretune")
 
@@ -105,6 +105,11 @@ def _auto_class(task: tasks.Task):
     return getattr(transformers, task.model_class)
 
 
+def auto_class_of(hf_cfg):
+    """The ``transformers`` auto class (``AutoModelFor...``) of the task a saved model's config records."""
+    return _auto_class(tasks.get(spec_of(hf_cfg).task))
+
+
 def load_for_task(cfg: ModelConfig, spec: TaskSpec):
     """Load ``cfg.path`` with the head ``spec``'s task needs; returns (model, tokenizer).
 
@@ -131,6 +136,8 @@ def load_for_task(cfg: ModelConfig, spec: TaskSpec):
     for key, value in task.head(spec).items():
         setattr(hf_cfg, key, value)
     hf_cfg.pretune_task = task.name  # saved in config.json: how predict and bench read the outputs
+    if spec.settings:
+        hf_cfg.pretune_settings = dict(spec.settings)  # e.g. the tag scheme the outputs are read in
     tokenizer = load_tokenizer(folder, cfg.trust_remote_code)
     if tokenizer.pad_token_id is not None and getattr(hf_cfg, "pad_token_id", None) != tokenizer.pad_token_id:
         # batches are padded with the tokenizer's id; a decoder's head finds each row's last real token by
@@ -158,7 +165,7 @@ def load_finetuned(path: str | os.PathLike, allow_pickle: bool = False, trust_re
     try:
         hf_cfg = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
         spec = spec_of(hf_cfg)
-        auto_class = _auto_class(tasks.get(spec.task))
+        auto_class = auto_class_of(hf_cfg)
         model = auto_class.from_pretrained(
             str(folder), use_safetensors=None if allow_pickle else True, trust_remote_code=trust_remote_code,
             attn_implementation=_attention_for(auto_class, hf_cfg, attn_implementation))

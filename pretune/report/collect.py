@@ -79,9 +79,12 @@ def _search(folder: Path) -> dict[str, Any]:
     done = [t for t in trials if t.get("state") == "complete" and _finite(t.get(metric))]
     done.sort(key=lambda t: t[metric], reverse=direction == "maximize")
     curves = [_curve(files.trial_dir(folder, t["number"]), t["number"], metric) for t in done[:CURVES]]
+    best = results.get("best_trial")
+    best_fit = _json(files.trial_dir(folder, best) / files.RESULTS) if best is not None else None
     return {"folder": str(folder), "objectives": objectives, "metric": metric, "direction": direction,
             "trials": trials, "results": results, "importances": _json(folder / files.IMPORTANCES) or {},
-            "curves": [c for c in curves if c["eval"] or c["loss"]]}
+            "curves": [c for c in curves if c["eval"] or c["loss"]],
+            "best_eval": (best_fit or {}).get("eval")}  # the best trial's final metrics on the eval set
 
 
 def _curve(trial_dir: Path, number: int, metric: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import math
 from html import escape, unescape
 from typing import Any, Optional
 
+from ..metrics import per_type_f1
 from . import svg
 
 STATE_COLORS = {"complete": "#1f77b4", "pruned": "#ff7f0e", "fail": "#d62728", "running": "#7f7f7f"}
@@ -121,6 +122,23 @@ def _bench_row(name, status, b, metric, lost, pareto, note) -> list[str]:
     return [name, status, fmt(b["eval"]["metrics"].get(metric)), fmt(lost, 3), fmt(b["latency_ms"]["p50"], 3),
             fmt(b["latency_ms"]["p95"], 3), fmt(b["throughput"]["samples_per_s"], 4), fmt(b["size_mb"], 3),
             f"{b['parameters']:,}", fmt(pareto), note]
+
+
+def per_type_table(facts: dict) -> Optional[tuple[list[str], list[list[str]]]]:
+    """F1 per entity type of the best trial's model and of the source and each variant on the bench's eval file;
+    None when the metrics have no types (any task but token classification)."""
+    models = []
+    search, variants = facts.get("search") or {}, facts.get("variants") or {}
+    if search.get("best_eval"):
+        models.append((f"best trial {search['results'].get('best_trial')} (search's eval)", search["best_eval"]))
+    if variants.get("source_bench"):
+        models.append(("source (PyTorch fp32)", variants["source_bench"]["eval"]["metrics"]))
+    models += [(v["name"], v["bench"]["eval"]["metrics"]) for v in variants.get("variants") or [] if v.get("bench")]
+    kinds = sorted({k for _, m in models for k in per_type_f1(m)})
+    if not kinds:
+        return None
+    head = ["model", "F1 (all types)", *kinds]
+    return head, [[name, fmt(m.get("f1")), *[fmt(per_type_f1(m).get(k)) for k in kinds]] for name, m in models]
 
 
 def importance_items(search: dict) -> tuple[list[tuple[str, float]], Optional[str]]:
@@ -240,6 +258,10 @@ def sections(facts: dict) -> list[tuple[str, list[tuple[str, Any]]]]:
             items.append(("chart", chart))
         items.append(("table", variant_table(variants)))
         out.append(("Variants and the Pareto front", items))
+    per_type = per_type_table(facts)
+    if per_type:
+        out.append(("F1 per entity type", [("text", "Entity-level F1 (seqeval, default mode) of each type, and over "
+                                                    "all types."), ("table", per_type)]))
     env = facts.get("environment") or {}
     out.append(("Environment", [("kv", [(k, fmt(v)) for k, v in env.items()] or [("environment", "not recorded")])]))
     return out

@@ -3,17 +3,20 @@
 A task decides, for every stage:
 
     data     read      rows of a table -> Examples (inputs checked, labels raw)
+             columns   the column names tried when the default ones (text, label) are not in a file
              infer     whether a raw label column looks like this task (``data.task`` unset)
              spec      raw training labels -> TaskSpec (the label set, checked)
-             labels    raw labels -> an array of targets, each bad value an error naming file, line and fix
-             encode    Examples -> token ids (``Encoded``), cached
+             labels    raw labels -> the targets, each bad value an error naming file, line and fix
+             encode    Examples (+ targets) -> token ids and targets (``Encoded``), the ids cached
              stratify  split off a validation set per class
     model    head      the Hugging Face config fields of the head (``num_labels``, ``id2label``, ...)
              model_class  the ``transformers`` auto class that loads the saved model
     train    collate   rows -> a padded batch;  loss (outputs, targets) -> mean loss;  soft_loss for distillation
-    metrics  metrics   (outputs, targets) -> named scores;  default_metric selects, stops early and searches
+    metrics  metrics   (outputs, Encoded) -> named scores;  default_metric selects, stops early and searches
     predict  rows      outputs -> one JSON-able dict per input row
 
+Outputs are the model's logits laid out as ``pretune.data.place_outputs`` lays them: (N, C) for a head that reads
+one vector per row, (total_tokens, C) for one that reads every token.
 The stages call these through ``pretune.tasks.get(spec.task)``; none of them branches on a task's name.
 """
 
@@ -31,6 +34,9 @@ class TaskSpec:
 
     task: str
     labels: list[str] = field(default_factory=list)  # empty when the task has no label set (regression)
+    # what else the saved model must know to read its outputs (token classification: the tag scheme); saved in
+    # config.json as pretune_settings
+    settings: dict = field(default_factory=dict)
 
     @property
     def num_labels(self) -> int:
@@ -45,19 +51,22 @@ class Task:
     name: str
     description: str
     read: Callable[..., Any]  # (table, cfg: DataConfig, labelled: bool) -> Examples
-    spec: Callable[..., TaskSpec]  # (raw labels, table, column) -> TaskSpec
-    labels: Callable[..., Any]  # (raw labels, spec, table, column) -> np.ndarray of targets
-    encode: Callable[..., Any]  # (examples, tokenizer, cfg: DataConfig, source) -> Encoded (labels not set)
+    spec: Callable[..., TaskSpec]  # (raw labels, table, column, cfg: DataConfig) -> TaskSpec
+    labels: Callable[..., Any]  # (raw labels, spec, table, column, cfg: DataConfig) -> targets
+    # (examples, tokenizer, cfg: DataConfig, source, targets or None, spec) -> Encoded with the targets as labels
+    encode: Callable[..., Any]
     head: Callable[[TaskSpec], dict]  # -> Hugging Face config fields of the head
-    loss: Callable[..., Any]  # (outputs (B, C), targets (B,)) -> mean loss, fp32
-    soft_loss: Callable[..., Any]  # (student outputs, teacher outputs, temperature) -> distillation loss
-    metrics: Callable[..., dict]  # (outputs (N, C), targets (N,), spec) -> {name: value}
+    loss: Callable[..., Any]  # (outputs (..., C), targets (...)) -> mean loss, fp32
+    soft_loss: Callable[..., Any]  # (student outputs, teacher outputs, temperature, attention mask) -> loss
+    metrics: Callable[..., dict]  # (outputs, Encoded with labels, spec) -> {name: value}
     default_metric: str
-    rows: Callable[..., list]  # (outputs (N, C), spec) -> one dict per row for predict
+    rows: Callable[..., list]  # (outputs, Encoded, spec, examples) -> one dict per input row for predict
     collate: Callable[..., dict]  # (encoded, rows, pad_id) -> batch of tensors
     model_class: str = "AutoModelForSequenceClassification"
     stratify: bool = False  # a validation split keeps each class's share
     infer: Optional[Callable[[list], bool]] = None  # whether raw labels look like this task; None: never inferred
+    text_columns: tuple[str, ...] = ()  # tried in turn when the default text column (text) is not in a file
+    label_columns: tuple[str, ...] = ()  # tried in turn when the default label column (label) is not in a file
 
 
 REGISTRY: dict[str, Task] = {}

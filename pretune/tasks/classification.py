@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..data import Encoded
 from ..data.readers import is_missing
 from ..errors import DataError
 from ..metrics import classification_metrics
@@ -25,7 +26,7 @@ def _sort_key(name: str) -> tuple:
     return (0, f, "") if f is not None else (1, 0.0, name)
 
 
-def spec(labels: list, table, column: str) -> TaskSpec:
+def spec(labels: list, table, column: str, cfg=None) -> TaskSpec:
     for i, v in enumerate(labels):
         if is_missing(v) or (isinstance(v, str) and not v.strip()):
             raise DataError(f"{table.where(i)}, column {column!r}: missing label; every training row needs one")
@@ -36,7 +37,7 @@ def spec(labels: list, table, column: str) -> TaskSpec:
     return TaskSpec("classification", names)
 
 
-def labels(raw: list, spec: TaskSpec, table, column: str) -> np.ndarray:
+def labels(raw: list, spec: TaskSpec, table, column: str, cfg=None) -> np.ndarray:
     index = {name: i for i, name in enumerate(spec.labels)}
     out = []
     for i, v in enumerate(raw):
@@ -60,7 +61,7 @@ def loss(logits, targets):
     return F.cross_entropy(logits.float(), targets)
 
 
-def soft_loss(student, teacher, temperature: float):
+def soft_loss(student, teacher, temperature: float, mask=None):
     """KL divergence between the softened distributions, times T^2 so its gradients keep their scale."""
     from torch.nn import functional as F
 
@@ -68,11 +69,11 @@ def soft_loss(student, teacher, temperature: float):
                     reduction="batchmean", log_target=True) * temperature ** 2
 
 
-def metrics(outputs: np.ndarray, targets: np.ndarray, spec: TaskSpec) -> dict:
-    return classification_metrics(np.asarray(outputs).argmax(-1), targets, spec.num_labels)
+def metrics(outputs: np.ndarray, enc: Encoded, spec: TaskSpec) -> dict:
+    return classification_metrics(np.asarray(outputs).argmax(-1), enc.labels, spec.num_labels)
 
 
-def rows(outputs: np.ndarray, spec: TaskSpec) -> list[dict]:
+def rows(outputs: np.ndarray, enc: Encoded, spec: TaskSpec, examples=None) -> list[dict]:
     """``label`` and ``probs`` (softmax) per row."""
     z = outputs - outputs.max(-1, keepdims=True)
     probs = np.exp(z) / np.exp(z).sum(-1, keepdims=True)  # softmax, stable

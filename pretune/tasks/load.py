@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, replace
+from typing import Any, Optional
 
 from ..config import DataConfig
 from ..data import Encoded, read_table, stratified_split, subsample
 from ..data.readers import Table
 from ..errors import DataError
-from .base import TaskSpec, get, infer
+from .base import REGISTRY, Task, TaskSpec, get, infer
 
 
 @dataclass
@@ -20,6 +20,19 @@ class TaskData:
     eval_source: str  # file name, or "<split of FILE>"
 
 
+def columns_for(cfg: DataConfig, table: Table, task: Optional[Task] = None) -> DataConfig:
+    """``cfg`` with the columns ``table`` has: where the default text or label column (text, label) is not in the
+    file, the first of ``task``'s usual names that is (every task's when ``task`` is None)."""
+    candidates = [task] if task else list(REGISTRY.values())
+    default = DataConfig()
+    text, label = cfg.text, cfg.label
+    if text == default.text and text not in table.columns:
+        text = next((c for t in candidates for c in t.text_columns if c in table.columns), text)
+    if label == default.label and label not in table.columns:
+        label = next((c for t in candidates for c in t.label_columns if c in table.columns), label)
+    return cfg if (text, label) == (cfg.text, cfg.label) else replace(cfg, text=text, label=label)
+
+
 def task_of(cfg: DataConfig, table: Optional[Table] = None) -> str:
     """``cfg.task``, or the task inferred from the training file's labels (classification without a file)."""
     if cfg.task:
@@ -27,7 +40,7 @@ def task_of(cfg: DataConfig, table: Optional[Table] = None) -> str:
     if not cfg.train:
         return "classification"
     table = table or read_table(cfg.train)
-    return infer(list(table.column(cfg.label, "label", "--label")))
+    return infer(list(table.column(columns_for(cfg, table).label, "label", "--label")))
 
 
 def load_task_data(cfg: DataConfig, tokenizer, seed: int = 42, spec: Optional[TaskSpec] = None) -> TaskData:
@@ -40,20 +53,22 @@ def load_task_data(cfg: DataConfig, tokenizer, seed: int = 42, spec: Optional[Ta
         raise DataError("no training data: pass --train FILE (or data.train in the config)")
     table = read_table(cfg.train)
     task = get(spec.task if spec else task_of(cfg, table))
-    ex = task.read(table, cfg)
-    spec = spec or task.spec(ex.labels, table, cfg.label)
-    targets = task.labels(ex.labels, spec, table, cfg.label)
-    enc = task.encode(ex, tokenizer, cfg, cfg.train).with_labels(targets)
+    tcfg = columns_for(cfg, table, task)
+    ex = task.read(table, tcfg)
+    spec = spec or task.spec(ex.labels, table, tcfg.label, tcfg)
+    targets = task.labels(ex.labels, spec, table, tcfg.label, tcfg)
+    enc = task.encode(ex, tokenizer, tcfg, cfg.train, targets, spec)
     if cfg.eval:
         train = enc
         ev = load_labelled(cfg.eval, cfg, spec, tokenizer)
         eval_source = cfg.eval
     else:
+        # split input rows, not encoded ones: the windows of a long sentence stay on one side
         tr_idx, ev_idx = stratified_split(targets, cfg.val_fraction, seed, stratify=task.stratify)
-        train, ev = enc.select(tr_idx), enc.select(ev_idx)
+        train, ev = enc.select_inputs(tr_idx), enc.select_inputs(ev_idx)
         eval_source = f"{cfg.val_fraction:.0%} stratified split of {cfg.train}"
-    train = train.select(subsample(len(train), cfg.max_train_samples, seed))
-    ev = ev.select(subsample(len(ev), cfg.max_eval_samples, seed))
+    train = train.select_inputs(subsample(train.n_inputs, cfg.max_train_samples, seed))
+    ev = ev.select_inputs(subsample(ev.n_inputs, cfg.max_eval_samples, seed))
     return TaskData(spec, train, ev, eval_source)
 
 
@@ -61,24 +76,34 @@ def load_labelled(path: str, cfg: DataConfig, spec: TaskSpec, tokenizer) -> Enco
     """Read a labelled file against a known ``TaskSpec`` (labels unseen in training are errors)."""
     task = get(spec.task)
     table = read_table(path)
+    cfg = columns_for(cfg, table, task)
     ex = task.read(table, cfg)
-    return task.encode(ex, tokenizer, cfg, path).with_labels(task.labels(ex.labels, spec, table, cfg.label))
+    return task.encode(ex, tokenizer, cfg, path, task.labels(ex.labels, spec, table, cfg.label, cfg), spec)
+
+
+def read_unlabelled(path: str, cfg: DataConfig, spec: TaskSpec, tokenizer) -> tuple[Any, Encoded]:
+    """Read a file to predict on: (the task's examples, their encoding); a label column, if any, is ignored."""
+    task = get(spec.task)
+    table = read_table(path)
+    cfg = columns_for(cfg, table, task)
+    ex = task.read(table, cfg, labelled=False)
+    return ex, task.encode(ex, tokenizer, cfg, path, None, spec)
 
 
 def load_unlabelled(path: str, cfg: DataConfig, spec: TaskSpec, tokenizer) -> Encoded:
-    """Read a file to predict on: the inputs only (a label column, if any, is ignored)."""
-    task = get(spec.task)
-    return task.encode(task.read(read_table(path), cfg, labelled=False), tokenizer, cfg, path)
+    """The encoding of a file to predict on (see ``read_unlabelled``)."""
+    return read_unlabelled(path, cfg, spec, tokenizer)[1]
 
 
 def spec_from_config(hf_cfg) -> TaskSpec:
     """The ``TaskSpec`` a saved model was trained for, from its Hugging Face config.
 
-    pretune records the task as ``pretune_task`` in ``config.json``; folders without it are read as
-    regression when they have one output or say so, else classification.
+    pretune records the task as ``pretune_task`` in ``config.json`` (and what else reading its outputs needs as
+    ``pretune_settings``); folders without it are read as regression when they have one output or say so, else
+    classification.
     """
     name = getattr(hf_cfg, "pretune_task", None)
     if name is None:
         name = "regression" if hf_cfg.problem_type == "regression" or hf_cfg.num_labels == 1 else "classification"
     labels = [] if name == "regression" else [hf_cfg.id2label[i] for i in range(hf_cfg.num_labels)]
-    return TaskSpec(get(name).name, labels)
+    return TaskSpec(get(name).name, labels, dict(getattr(hf_cfg, "pretune_settings", None) or {}))

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from ..data import Encoded
 from ..data.readers import is_missing
 from ..errors import DataError
 from ..metrics import regression_metrics
@@ -20,11 +21,11 @@ def looks_like(raw: list) -> bool:
     return bool(floats) and all(f is not None for f in floats) and any(not f.is_integer() for f in floats)
 
 
-def spec(raw: list, table, column: str) -> TaskSpec:
+def spec(raw: list, table, column: str, cfg=None) -> TaskSpec:
     return TaskSpec("regression", [])
 
 
-def labels(raw: list, spec: TaskSpec, table, column: str) -> np.ndarray:
+def labels(raw: list, spec: TaskSpec, table, column: str, cfg=None) -> np.ndarray:
     out = []
     for i, v in enumerate(raw):
         f = as_float(v)
@@ -46,18 +47,18 @@ def loss(outputs, targets):
     return F.mse_loss(outputs.float().squeeze(-1), targets.float())
 
 
-def soft_loss(student, teacher, temperature: float):
+def soft_loss(student, teacher, temperature: float, mask=None):
     """Squared error to the teacher's prediction (a number has no distribution to soften)."""
     from torch.nn import functional as F
 
     return F.mse_loss(student, teacher)
 
 
-def metrics(outputs: np.ndarray, targets: np.ndarray, spec: TaskSpec) -> dict:
-    return regression_metrics(np.asarray(outputs).reshape(-1), targets)
+def metrics(outputs: np.ndarray, enc: Encoded, spec: TaskSpec) -> dict:
+    return regression_metrics(np.asarray(outputs).reshape(-1), enc.labels)
 
 
-def rows(outputs: np.ndarray, spec: TaskSpec) -> list[dict]:
+def rows(outputs: np.ndarray, enc: Encoded, spec: TaskSpec, examples=None) -> list[dict]:
     return [{"prediction": float(v)} for v in outputs.reshape(-1)]
 
 

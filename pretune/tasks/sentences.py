@@ -12,10 +12,12 @@ def read(table: Table, cfg: DataConfig, labelled: bool = True) -> Examples:
     return read_examples(table, cfg.text, cfg.text_pair, cfg.label if labelled else None)
 
 
-def encode(examples: Examples, tokenizer, cfg: DataConfig, source: str | None) -> Encoded:
-    """Token ids of every row, truncated to ``cfg.max_length``; cached when ``source`` is a file."""
+def encode(examples: Examples, tokenizer, cfg: DataConfig, source: str | None, targets=None,
+           spec=None) -> Encoded:
+    """Token ids of every row, truncated to ``cfg.max_length`` (cached when ``source`` is a file), with
+    ``targets`` (one per row) as the labels."""
     return tokenize(examples.texts, examples.pairs, tokenizer, cfg.max_length, cfg.cache_dir, source,
-                    (cfg.text, cfg.text_pair))
+                    (cfg.text, cfg.text_pair)).with_labels(targets)
 
 
 COMMON = dict(read=read, encode=encode, collate=collate, model_class="AutoModelForSequenceClassification")

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .. import tasks
-from ..data import Encoded, eval_batches
+from ..data import Encoded, eval_batches, place_outputs
 from ..runtime import CPU, Runtime
 from ..tasks import TaskSpec
 
@@ -23,8 +23,8 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def predict_outputs(model: nn.Module, enc: Encoded, spec: TaskSpec, batch_size: int, pad_id: int,
                     runtime: Runtime = CPU) -> np.ndarray:
-    """Logits (N, C) in the original row order, batches built by ``spec``'s task, on ``runtime``'s device
-    and in its precision."""
+    """Logits in the original order, (N, C) per row or (total_tokens, C) per token (``data.place_outputs``),
+    batches built by ``spec``'s task, on ``runtime``'s device and in its precision."""
     collate = tasks.get(spec.task).collate
     was_training = model.training
     model.eval()
@@ -33,9 +33,7 @@ def predict_outputs(model: nn.Module, enc: Encoded, spec: TaskSpec, batch_size: 
         batch = runtime.to_device(collate(enc, rows, pad_id))
         with runtime.autocast():
             logits = model(**model_inputs(batch)).logits.float().cpu().numpy()
-        if out is None:
-            out = np.zeros((len(enc), logits.shape[-1]), dtype=np.float32)
-        out[rows] = logits
+        out = place_outputs(out, enc, rows, logits)
     model.train(was_training)
     return out if out is not None else np.zeros((0, 1), dtype=np.float32)
 
@@ -45,6 +43,6 @@ def evaluate(model: nn.Module, enc: Encoded, spec: TaskSpec, batch_size: int, pa
     """The task's metrics and its ``loss`` on a labelled set."""
     task = tasks.get(spec.task)
     outputs = predict_outputs(model, enc, spec, batch_size, pad_id, runtime)
-    metrics = task.metrics(outputs, enc.labels, spec)
+    metrics = task.metrics(outputs, enc, spec)
     metrics["loss"] = float(task.loss(torch.from_numpy(outputs), torch.from_numpy(enc.labels)))
     return metrics

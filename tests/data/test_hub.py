@@ -106,3 +106,15 @@ def test_without_datasets_the_extra_is_named(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "datasets", None)
     with pytest.raises(MissingExtra, match=r"pip install 'pretune\[datasets\]'"):
         read_table("hub:imdb:train")
+
+
+def test_a_list_of_class_labels_reads_as_tag_names():
+    """conll2003 on the Hub stores ner_tags as a list of ClassLabel ids; a local file would hold the names."""
+    from pretune.data.hub import _column
+
+    features = datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
+                                  "ner_tags": datasets.Sequence(datasets.ClassLabel(names=["O", "B-PER", "I-PER"]))})
+    ds = datasets.Dataset.from_dict({"tokens": [["John", "Smith", "left"]], "ner_tags": [[1, 2, 0]]},
+                                    features=features)
+    assert _column(ds, "ner_tags") == [["B-PER", "I-PER", "O"]]
+    assert _column(ds, "tokens") == [["John", "Smith", "left"]]

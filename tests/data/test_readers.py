@@ -68,3 +68,11 @@ def test_wrong_field_count_names_the_line(tmp_path):
     (tmp_path / "d.tsv").write_text("text\tlabel\nok\t1\ntoo\tmany\tfields\n")
     with pytest.raises(DataError, match=r"d.tsv, line 3: 3 fields, header has 2"):
         read_table(tmp_path / "d.tsv")
+
+
+@needs_shared
+def test_conll2003_files_are_read_as_conll_by_their_docstart_line():
+    t = read_table(SHARED_DATA / "conll2003" / "eng.testa")  # no known extension: the first line says CoNLL
+    assert len(t) == 3250 and t.token_lines  # the README's sentence count; -DOCSTART- lines are not sentences
+    assert sum(map(len, t.columns["tokens"])) == 51362
+    assert t.columns["tags"][0][2] == "I-ORG" and t.columns["3"] is t.columns["tags"]

@@ -186,3 +186,26 @@ def test_compress_drops_training_methods_when_search_overran(cfg, tmp_path):
     cfg.compress.methods = ["distill"]
     stages.state["stages"]["search"]["seconds"] = 590.0
     assert pipeline._methods_left(cfg, dict(plan, methods=["distill"]), stages) == ["distill"]  # the user's choice
+
+
+@pytest.mark.slow
+def test_whole_job_on_tagged_sentences_reports_f1_per_entity_type(tiny_bert, tmp_path, capsys):
+    from tagging import write_conll, write_jsonl
+
+    train, dev = write_jsonl(tmp_path / "train.jsonl", 160, 1), write_conll(tmp_path / "dev.conll", 40, 2)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"search": {"space": {"train.lr": [0.005, 0.01]}, "sampler": "grid"}}))
+    run_dir = tmp_path / "run"
+    assert main(["run", "--config", str(config), "--model", str(tiny_bert), "--train", str(train), "--eval", str(dev),
+                 "--output", str(run_dir), "--budget", "20m", "--n-trials", "2", "--methods", "onnx,int8-dynamic-torch",
+                 "--probe-steps", "3", "--threads", "1", "data.max_length=32", "train.epochs=2", "train.progress=false",
+                 "compress.threads=1", "compress.bench_runs=10", "compress.isolate=false"]) == 0
+    capsys.readouterr()
+    results = json.loads((run_dir / "compress" / "results.json").read_text())
+    assert results["metric"] == "f1" and [v["name"] for v in results["variants"]] == ["onnx", "int8-dynamic-torch"]
+    report = (run_dir / "report.md").read_text()
+    section = report.split("## F1 per entity type", 1)[1].split("##", 1)[0]
+    assert "| model | F1 (all types) | NEG | POS |" in section
+    for name in ("best trial", "source (PyTorch fp32)", "onnx", "int8-dynamic-torch"):
+        assert f"| {name}" in section
+    assert "F1 per entity type" in (run_dir / "report.html").read_text()

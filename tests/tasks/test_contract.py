@@ -29,7 +29,14 @@ def _regression(folder, n, seed):
     return write_csv(folder / f"reg-{seed}.csv", rows)
 
 
-DATA = {"classification": _classification, "regression": _regression}
+def _token_classification(folder, n, seed):
+    from tagging import write_jsonl
+
+    return write_jsonl(folder / f"tok-{seed}.jsonl", n, seed)
+
+
+DATA = {"classification": _classification, "regression": _regression,
+        "token_classification": _token_classification}
 
 
 def test_every_registered_task_has_contract_data():
@@ -62,17 +69,12 @@ def test_task_contract_fit_eval_predict(name, tiny_bert, tmp_path, capsys):
                  "--threads", "1", "--max-length", "32"]) == 0
     rows = [json.loads(line) for line in predictions.read_text().splitlines()]
     assert len(rows) == 40 and all(isinstance(r, dict) and r for r in rows)
-    assert rows == task.rows(_outputs_of(out / "model", dev), tasks.spec_from_config(_config(out / "model")))
-
-
-def _config(folder):
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(str(folder))
+    assert rows == json.loads(json.dumps(task.rows(*_outputs_of(out / "model", dev))))
 
 
 def _outputs_of(folder, data):
-    """The model's outputs on ``data`` computed here, so that predict's rows can be checked against the task."""
+    """The task's ``rows`` arguments for the model's outputs on ``data``, computed here, so that predict's rows can
+    be checked against the task: (outputs, encoded rows, spec, examples)."""
     from pretune.config import DataConfig
     from pretune.models import load_finetuned
     from pretune.models.fastpath import first_token_only
@@ -80,6 +82,6 @@ def _outputs_of(folder, data):
     from pretune.train import predict_outputs
 
     model, tok, spec = load_finetuned(folder)
-    enc = tasks.load_unlabelled(str(data), DataConfig(max_length=32), spec, tok)
+    examples, enc = tasks.read_unlabelled(str(data), DataConfig(max_length=32), spec, tok)
     with first_token_only(model):  # as predict runs it, at its default device and precision
-        return predict_outputs(model, enc, spec, 64, tok.pad_token_id, resolve("auto", "auto"))
+        return predict_outputs(model, enc, spec, 64, tok.pad_token_id, resolve("auto", "auto")), enc, spec, examples
