@@ -43,7 +43,7 @@ class DataConfig:
     text: str = "text"
     text_pair: Optional[str] = None
     label: str = "label"  # in a CoNLL file, a column number picks that column as the tags (--conll-column)
-    # classification | regression | token_classification; inferred from the labels when unset
+    # classification | regression | token_classification | causal_lm; inferred from the labels when unset
     task: Optional[str] = None
     max_length: int = 128
     val_fraction: float = 0.1
@@ -56,6 +56,10 @@ class DataConfig:
     strict_tags: bool = False  # a tag its scheme does not allow where it stands (I-PER after O in IOB2) is an error
     label_all_subtokens: bool = False  # every sub-token of a word learns its tag (B-X: I-X after the first)
     stride: Optional[int] = None  # sub-tokens two windows of a long sentence share; None: a quarter of max_length
+    # causal_lm (instruction tuning): the loss covers the responses only unless train_on_prompt
+    train_on_prompt: bool = False
+    chat_template: Optional[str] = None  # Jinja chat template for `messages` rows when the tokenizer has none
+    packing: bool = False  # several examples of a batch in one max_length row, no attention across them
 
 
 @dataclass

@@ -36,6 +36,8 @@ class Encoded:
     words: Optional[np.ndarray] = None  # (total_tokens,) int32: the token's word in its input row; -1: none
     scored: Optional[np.ndarray] = None  # (total_tokens,) bool: the one token whose output predicts its word
     inputs: Optional[np.ndarray] = None  # (n_rows,) int64: the input row each row was cut from, 0..n_inputs - 1
+    token_labels: bool = False  # labels are per token (IGNORE where unscored) without ``words`` (language modelling)
+    pack: int = 0  # > 0: a batch's rows are packed into rows of at most this many tokens (the task's collate)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -63,11 +65,11 @@ class Encoded:
         def tokens(a):
             return None if a is None else a[gather]
 
-        per_token = self.words is not None
+        per_token = self.words is not None or self.token_labels
         labels = None if self.labels is None else self.labels[gather if per_token else rows]
         inputs = None if self.inputs is None else np.unique(self.inputs[rows], return_inverse=True)[1].astype(np.int64)
         return Encoded(self.ids[gather], tokens(self.type_ids), offsets, labels, tokens(self.words),
-                       tokens(self.scored), inputs)
+                       tokens(self.scored), inputs, self.token_labels, self.pack)
 
     def select_inputs(self, which: list[int] | np.ndarray) -> "Encoded":
         """Every row cut from the input rows ``which`` (all windows of each), in row order."""
@@ -223,7 +225,7 @@ def collate(enc: Encoded, rows: np.ndarray | list[int], pad_id: int) -> dict[str
     input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)  # (B, T)
     mask = np.zeros((len(rows), width), dtype=np.int64)
     type_ids = np.zeros((len(rows), width), dtype=np.int64) if enc.type_ids is not None else None
-    per_token = enc.labels is not None and enc.words is not None
+    per_token = enc.labels is not None and (enc.words is not None or enc.token_labels)
     labels = np.full((len(rows), width), IGNORE, dtype=np.int64) if per_token else None
     for j, r in enumerate(rows):
         a, b = enc.offsets[r], enc.offsets[r + 1]

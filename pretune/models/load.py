@@ -150,7 +150,8 @@ def load_for_task(cfg: ModelConfig, spec: TaskSpec):
             **gguf_model_kwargs(gguf))
     except ValueError as e:
         raise ModelError(f"{folder}: cannot build a {task.model_class.removeprefix('AutoModelFor')} model for model "
-                         f"type {hf_cfg.model_type!r} ({str(e).splitlines()[0]})") from None
+                         f"type {hf_cfg.model_type!r} ({str(e).splitlines()[0][:120]}); task {task.name} needs a "
+                         "model of a family that has that head") from None
     except OSError as e:
         raise ModelError(f"{folder}: cannot load weights ({str(e).splitlines()[0]})") from None
     return as_plain_model(model), tokenizer

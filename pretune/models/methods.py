@@ -13,6 +13,7 @@ from typing import Callable, Optional
 
 from torch import nn
 
+from .. import tasks
 from ..config import RunConfig
 from ..errors import ConfigError
 
@@ -124,7 +125,8 @@ def bitfit(model: nn.Module, cfg: RunConfig) -> nn.Module:
 
 @register("lora")
 def lora(model: nn.Module, cfg: RunConfig) -> nn.Module:
-    """Low-rank adapters through ``peft``; the head stays fully trainable.
+    """Low-rank adapters through ``peft``; a new head (a classifier's) stays fully trainable, a pretrained one (a
+    language model's) stays as it is.
 
     ``lora.target_modules``: None or ``[auto]`` (the architecture's default, see ``lora_targets``),
     ``[all-linear]`` (every Linear layer of the body) or explicit module names.
@@ -133,8 +135,10 @@ def lora(model: nn.Module, cfg: RunConfig) -> nn.Module:
 
     lc = cfg.lora
     targets = lora_targets(model, lc.target_modules)
-    peft_cfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
-                          target_modules=targets, modules_to_save=_head_modules(model))
+    own_head = tasks.get(getattr(model.config, "pretune_task", None) or "classification").pretrained_head
+    peft_cfg = LoraConfig(task_type=TaskType.CAUSAL_LM if own_head else TaskType.SEQ_CLS, r=lc.r,
+                          lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=targets,
+                          modules_to_save=None if own_head else _head_modules(model))
     try:
         return get_peft_model(model, peft_cfg)
     except ValueError as e:

@@ -12,6 +12,8 @@ A task decides, for every stage:
     model    head      the Hugging Face config fields of the head (``num_labels``, ``id2label``, ...)
              model_class  the ``transformers`` auto class that loads the saved model
     train    collate   rows -> a padded batch;  loss (outputs, targets) -> mean loss;  soft_loss for distillation
+             forward   (model, batch) -> outputs, when they are not the model's logits (a language model's
+                       per-token loss: the vocabulary projection only where a token is scored)
     metrics  metrics   (outputs, Encoded) -> named scores;  default_metric selects, stops early and searches
     predict  rows      outputs -> one JSON-able dict per input row
 
@@ -67,6 +69,10 @@ class Task:
     infer: Optional[Callable[[list], bool]] = None  # whether raw labels look like this task; None: never inferred
     text_columns: tuple[str, ...] = ()  # tried in turn when the default text column (text) is not in a file
     label_columns: tuple[str, ...] = ()  # tried in turn when the default label column (label) is not in a file
+    # (model, batch) -> outputs laid out per input row, (B, C) or (B, T, C); None: ``model(**inputs).logits``
+    forward: Optional[Callable[..., Any]] = None
+    classes: bool = True  # the outputs are classes, named in the saved config's id2label
+    pretrained_head: bool = False  # the model's own head (a language model's) is used: no new head, adapters skip it
 
 
 REGISTRY: dict[str, Task] = {}

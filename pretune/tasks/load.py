@@ -105,5 +105,5 @@ def spec_from_config(hf_cfg) -> TaskSpec:
     name = getattr(hf_cfg, "pretune_task", None)
     if name is None:
         name = "regression" if hf_cfg.problem_type == "regression" or hf_cfg.num_labels == 1 else "classification"
-    labels = [] if name == "regression" else [hf_cfg.id2label[i] for i in range(hf_cfg.num_labels)]
+    labels = [hf_cfg.id2label[i] for i in range(hf_cfg.num_labels)] if get(name).classes else []
     return TaskSpec(get(name).name, labels, dict(getattr(hf_cfg, "pretune_settings", None) or {}))

@@ -65,4 +65,4 @@ def rows(outputs: np.ndarray, enc: Encoded, spec: TaskSpec, examples=None) -> li
 TASK = register(Task(
     name="regression", description="one number per text or text pair", spec=spec, labels=labels, head=head,
     loss=loss, soft_loss=soft_loss, metrics=metrics, default_metric="pearson", rows=rows, infer=looks_like,
-    **COMMON))
+    classes=False, **COMMON))

@@ -20,19 +20,26 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return inputs
 
 
+def task_outputs(task: tasks.Task, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The outputs ``task`` reads: its own ``forward``, else the model's logits."""
+    if task.forward is not None:
+        return task.forward(model, batch)
+    return model(**model_inputs(batch)).logits
+
+
 @torch.no_grad()
 def predict_outputs(model: nn.Module, enc: Encoded, spec: TaskSpec, batch_size: int, pad_id: int,
                     runtime: Runtime = CPU) -> np.ndarray:
     """Logits in the original order, (N, C) per row or (total_tokens, C) per token (``data.place_outputs``),
     batches built by ``spec``'s task, on ``runtime``'s device and in its precision."""
-    collate = tasks.get(spec.task).collate
+    task = tasks.get(spec.task)
     was_training = model.training
     model.eval()
     out = None
     for rows in eval_batches(enc.lengths, batch_size):
-        batch = runtime.to_device(collate(enc, rows, pad_id))
+        batch = runtime.to_device(task.collate(enc, rows, pad_id))
         with runtime.autocast():
-            logits = model(**model_inputs(batch)).logits.float().cpu().numpy()
+            logits = task_outputs(task, model, batch).float().cpu().numpy()
         out = place_outputs(out, enc, rows, logits)
     model.train(was_training)
     return out if out is not None else np.zeros((0, 1), dtype=np.float32)

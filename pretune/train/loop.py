@@ -52,7 +52,7 @@ from .checkpoint import (
     save_sharded_checkpoint,
     trainable_state,
 )
-from .evaluate import evaluate, model_inputs
+from .evaluate import evaluate, task_outputs
 from .optim import build_optimizer, build_scheduler
 from .step import LossFn, optimizer_step
 
@@ -88,12 +88,12 @@ class TrainResult:
 
 
 def default_loss(spec: TaskSpec) -> LossFn:
-    """The task's own loss on the model's outputs."""
-    task_loss = tasks.get(spec.task).loss
+    """The task's own loss on the outputs it reads (the model's logits unless the task has a ``forward``)."""
+    task = tasks.get(spec.task)
 
     def loss_fn(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(**model_inputs(batch)).logits  # (B, C)
-        return task_loss(logits, batch["labels"]), logits
+        outputs = task_outputs(task, model, batch)  # (B, C), (B, T, C)
+        return task.loss(outputs, batch["labels"]), outputs
     return loss_fn
 
 
