@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "fit": "fine-tune a model on labelled data",
     "eval": "evaluate a fine-tuned model folder on a labelled file",
     "predict": "predict labels and probabilities for a file (JSONL out)",
+    "generate": "generate text with a causal language model, streamed to the terminal",
     "validate": "check a config file and print it resolved",
     "search": "search hyperparameters: many fits, pruned, budgeted, resumable",
     "compress": "make int8, pruned, distilled and ONNX variants; bench and gate each",

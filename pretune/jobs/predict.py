@@ -7,21 +7,43 @@ prediction row holds.
 from __future__ import annotations
 
 from .. import tasks
-from ..config import DataConfig
-from ..models import load_finetuned
+from ..config import DataConfig, ModelConfig
+from ..errors import ConfigError
+from ..models import load_finetuned, load_for_task
 from ..models.fastpath import first_token_only
 from ..runtime import resolve, set_threads
 from ..train import predict_outputs
 
 
-def evaluate_folder(model_dir: str, data: str, *, text: str = "text", text_pair: str | None = None,
-                    label: str = "label", max_length: int = 128, batch_size: int = 64,
+def load_as(model_dir: str, task: str | None = None):
+    """(model, tokenizer, spec): a folder written by ``pretune fit`` read as its saved task; with ``task``, any model
+    (a base model, a .gguf file, a packaged name) loaded with that task's head, for a task whose head is the
+    model's own (a language model's).
+
+    Raises:
+        ConfigError: ``task`` is one whose head is made by training.
+    """
+    if task is None:
+        return load_finetuned(model_dir)
+    chosen = tasks.get(task)
+    if not chosen.pretrained_head:
+        raise ConfigError(f"--task {task}: a {task} head is made by training; evaluate a model folder that "
+                          "pretune fit wrote for it, without --task")
+    spec = tasks.TaskSpec(chosen.name)
+    model, tokenizer = load_for_task(ModelConfig(path=model_dir), spec)
+    model.eval()
+    return model, tokenizer, spec
+
+
+def evaluate_folder(model_dir: str, data: str, *, task: str | None = None, text: str = "text",
+                    text_pair: str | None = None, label: str = "label", max_length: int = 128, batch_size: int = 64,
                     threads: int | None = None, device: str = "auto", precision: str = "auto") -> dict[str, float]:
     """Metrics of a saved model on a labelled file (labels unseen in training are errors), on ``device`` in
-    ``precision`` (as ``train.device`` and ``train.precision``; the defaults are fit's)."""
+    ``precision`` (as ``train.device`` and ``train.precision``; the defaults are fit's). With ``task``
+    (causal_lm), any model with that head, a base model too (``load_as``)."""
     set_threads(threads)
     rt = resolve(device, precision)
-    model, tokenizer, spec = load_finetuned(model_dir)
+    model, tokenizer, spec = load_as(model_dir, task)
     model.to(rt.device)
     cfg = DataConfig(text=text, text_pair=text_pair, label=label, max_length=max_length)
     enc = tasks.load_labelled(data, cfg, spec, tokenizer)
