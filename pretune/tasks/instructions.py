@@ -127,7 +127,8 @@ def read_dialogues(table: Table, text: str = "text") -> Dialogues:
             rows.append((prompt, _text(table, i, "output", out)))
     elif fmt == "prompt_completion":
         for i, (p, c) in enumerate(zip(table.columns["prompt"], table.columns["completion"])):
-            rows.append((_text(table, i, "prompt", p), _text(table, i, "completion", c)))
+            p, c = _text(table, i, "prompt", p), _text(table, i, "completion", c)
+            rows.append((p if p[-1:].isspace() or c[:1].isspace() else p + " ", c))  # words stay apart
     else:
         rows = [("", _text(table, i, text, v)) for i, v in enumerate(table.columns[text])]
     return Dialogues(fmt, rows, table.path, where)
