@@ -65,6 +65,8 @@ def prepare(cfg: RunConfig):
     data = load_task_data(cfg.data, tokenizer, seed=cfg.train.seed)
     seed_everything(cfg.train.seed)  # the new head and adapters are initialised from the seed
     model, tokenizer = load_for_task(cfg.model, data.spec)
+    if cfg.data.chat_template and not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = cfg.data.chat_template  # saved with the model: generate renders as training did
     model = apply_method(model, cfg)
     return tokenizer, data, model
 
