@@ -61,3 +61,16 @@ def test_unset_variable_without_default_names_it(tmp_path, monkeypatch):
     monkeypatch.setenv("PRETUNE_NOPE", "/d")
     cfg = load_config(path)
     assert (cfg.data.train, cfg.data.eval) == ("/d/train.csv", "dev.csv")
+
+
+def test_alpaca_sft_example_reads_its_rows_as_alpaca(monkeypatch):
+    if not (SHARED_DATA / "instructions" / "alpaca_small").is_dir():
+        pytest.skip("../shared/data/instructions/alpaca_small not present")
+    from pretune import tasks
+    from pretune.data import read_table
+
+    monkeypatch.setenv("PRETUNE_DATA", str(SHARED_DATA))
+    cfg = load_config(EXAMPLES / "alpaca_sft.yaml")
+    assert cfg.data.task == "causal_lm" and cfg.method.name == "lora" and cfg.model.path == "smollm2"
+    rows = tasks.get("causal_lm").read(read_table(cfg.data.train), cfg.data)
+    assert rows.format == "alpaca" and len(rows.rows) == 2000

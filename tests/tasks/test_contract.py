@@ -35,8 +35,15 @@ def _token_classification(folder, n, seed):
     return write_jsonl(folder / f"tok-{seed}.jsonl", n, seed)
 
 
+def _causal_lm(folder, n, seed):
+    from sft import alpaca_rows, write_jsonl
+
+    return write_jsonl(folder / f"sft-{seed}.jsonl", alpaca_rows(n, seed))
+
+
 DATA = {"classification": _classification, "regression": _regression,
-        "token_classification": _token_classification}
+        "token_classification": _token_classification, "causal_lm": _causal_lm}
+DECODER_TASKS = {"causal_lm"}  # tuned from a tiny Llama with its LM head; the others from the tiny BERT
 
 
 def test_every_registered_task_has_contract_data():
@@ -44,11 +51,14 @@ def test_every_registered_task_has_contract_data():
 
 
 @pytest.mark.parametrize("name", sorted(DATA))
-def test_task_contract_fit_eval_predict(name, tiny_bert, tmp_path, capsys):
+def test_task_contract_fit_eval_predict(name, tiny_bert, family_dir, tmp_path, capsys):
+    from sft import make_causal_lm
+
     task = tasks.get(name)
     train, dev = DATA[name](tmp_path, 160, seed=1), DATA[name](tmp_path, 40, seed=2)
     out = tmp_path / "run"
-    assert main(["fit", "--model", str(tiny_bert), "--train", str(train), "--eval", str(dev), "--task", name,
+    model = make_causal_lm(family_dir("llama"), tmp_path / "lm") if name in DECODER_TASKS else tiny_bert
+    assert main(["fit", "--model", str(model), "--train", str(train), "--eval", str(dev), "--task", name,
                  "--output", str(out), "--epochs", "3", "--lr", "5e-3", "--batch-size", "16", "--seed", "0",
                  "--threads", "1", "data.max_length=32", "train.progress=false", "train.log_every=1"]) == 0
     fitted = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
