@@ -54,4 +54,4 @@ def per_type_f1(metrics: dict) -> dict[str, float]:
 
 
 def higher_is_better(metric: str) -> bool:
-    return metric not in ("mse", "loss", "eval_loss")
+    return metric not in ("mse", "loss", "eval_loss", "perplexity")

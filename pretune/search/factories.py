@@ -82,7 +82,7 @@ def pruner_name(name: Optional[str], multi: bool) -> str:
 
 # Metrics better when smaller; anything else is maximised unless marked ":min".
 _MINIMISED = ("loss", "trainable_params", "total_params", "seconds", "train_samples", "latency", "size", "mse",
-              "mae", "rmse")
+              "mae", "rmse", "perplexity")
 
 
 def make_sampler(name: str, seed: int, params: dict[str, Param], multi: bool = False) -> optuna.samplers.BaseSampler:
