@@ -25,6 +25,7 @@ SCHEDULES = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ATTENTION = ("sdpa", "eager", "flash_attention_2")
 DISTRIBUTED = ("ddp", "fsdp")
+DPO_LOSSES = ("sigmoid", "ipo")
 TAG_SCHEMES = ("IOB1", "IOB2", "BIOES")
 
 
@@ -75,6 +76,16 @@ class LoraConfig:
     dropout: float = 0.1
     target_modules: Optional[list[str]] = None  # None/[auto]: the architecture's default; [all-linear]; or names
     merge: bool = True  # merge the adapter into the saved model (a plain transformers folder)
+
+
+@dataclass
+class DpoConfig:
+    loss_type: str = "sigmoid"  # sigmoid (DPO) | ipo
+    beta: float = 0.1  # strength of the pull towards the reference (the KL weight; IPO's tau)
+    label_smoothing: float = 0.0  # sigmoid: the share of pairs assumed mislabelled (conservative DPO), in [0, 0.5)
+    # full fine-tuning: the reference's log-probs computed once before training and kept with the data, instead of
+    # a frozen copy of the model in memory (LoRA always uses the model with its adapter switched off)
+    precompute_reference: bool = False
 
 
 @dataclass
@@ -186,6 +197,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     compress: CompressConfig = field(default_factory=CompressConfig)
+    dpo: DpoConfig = field(default_factory=DpoConfig)
     output: str = "runs/fit"
 
     def to_dict(self) -> dict[str, Any]:
@@ -297,9 +309,10 @@ def _check_values(cfg: RunConfig, errors: list[str]) -> None:
     choice("train.precision", cfg.train.precision, PRECISIONS)
     choice("train.distributed", cfg.train.distributed, DISTRIBUTED)
     choice("model.attn_implementation", cfg.model.attn_implementation, ATTENTION)
+    choice("dpo.loss_type", cfg.dpo.loss_type, DPO_LOSSES)
     for key in ("train.lr", "train.batch_size", "train.eval_batch_size", "train.grad_accum",
                 "train.epochs", "train.max_steps", "train.eval_every", "train.keep_checkpoints",
-                "data.max_length", "lora.r", "lora.alpha",
+                "data.max_length", "lora.r", "lora.alpha", "dpo.beta",
                 "data.max_train_samples", "data.max_eval_samples", "train.threads"):
         section, name = key.split(".")
         positive(key, getattr(getattr(cfg, section), name))
@@ -311,6 +324,8 @@ def _check_values(cfg: RunConfig, errors: list[str]) -> None:
         errors.append(f"data.val_fraction: must be between 0 and 1, got {cfg.data.val_fraction!r}")
     if isinstance(cfg.lora.dropout, float) and not 0 <= cfg.lora.dropout < 1:
         errors.append(f"lora.dropout: must be in [0, 1), got {cfg.lora.dropout!r}")
+    if isinstance(cfg.dpo.label_smoothing, (int, float)) and not 0 <= cfg.dpo.label_smoothing < 0.5:
+        errors.append(f"dpo.label_smoothing: must be in [0, 0.5), got {cfg.dpo.label_smoothing!r}")
     if isinstance(cfg.train.ema_decay, float) and not 0 <= cfg.train.ema_decay < 1:
         errors.append(f"train.ema_decay: must be in [0, 1) (0 disables), got {cfg.train.ema_decay!r}")
     if any(not isinstance(f, (int, float)) or not 0 < f <= 1 for f in cfg.train.eval_at or ()):

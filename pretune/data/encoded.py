@@ -38,6 +38,10 @@ class Encoded:
     inputs: Optional[np.ndarray] = None  # (n_rows,) int64: the input row each row was cut from, 0..n_inputs - 1
     token_labels: bool = False  # labels are per token (IGNORE where unscored) without ``words`` (language modelling)
     pack: int = 0  # > 0: a batch's rows are packed into rows of at most this many tokens (the task's collate)
+    # pair rows (preference tuning): each row is two sequences one after the other, the first ``split[i]`` tokens
+    # long; ``reference`` (n_rows, 2) float64: the reference model's log-probs of the two, when computed ahead
+    split: Optional[np.ndarray] = None
+    reference: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -68,8 +72,12 @@ class Encoded:
         per_token = self.words is not None or self.token_labels
         labels = None if self.labels is None else self.labels[gather if per_token else rows]
         inputs = None if self.inputs is None else np.unique(self.inputs[rows], return_inverse=True)[1].astype(np.int64)
+        def per_row(a):
+            return None if a is None else a[rows]
+
         return Encoded(self.ids[gather], tokens(self.type_ids), offsets, labels, tokens(self.words),
-                       tokens(self.scored), inputs, self.token_labels, self.pack)
+                       tokens(self.scored), inputs, self.token_labels, self.pack, per_row(self.split),
+                       per_row(self.reference))
 
     def select_inputs(self, which: list[int] | np.ndarray) -> "Encoded":
         """Every row cut from the input rows ``which`` (all windows of each), in row order."""

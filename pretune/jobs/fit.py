@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .. import files
+from .. import files, tasks
 from ..config import RunConfig, as_config, config_diff
 from ..tasks import TaskData, load_task_data
 from ..errors import ConfigError, ResumeError
@@ -68,6 +68,9 @@ def prepare(cfg: RunConfig):
     if cfg.data.chat_template and not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = cfg.data.chat_template  # saved with the model: generate renders as training did
     model = apply_method(model, cfg)
+    task = tasks.get(data.spec.task)
+    if task.setup is not None:  # e.g. DPO's reference model or its precomputed log-probs
+        task.setup(model, data, cfg)
     return tokenizer, data, model
 
 

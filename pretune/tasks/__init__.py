@@ -15,6 +15,7 @@ from .base import REGISTRY, Task, TaskSpec, get, infer, names, register
 from . import regression as _regression  # noqa: E402,F401,I001
 from . import tokens as _tokens  # noqa: E402,F401
 from . import causal_lm as _causal_lm  # noqa: E402,F401
+from . import dpo as _dpo  # noqa: E402,F401
 from . import classification as _classification  # noqa: E402,F401
 from .load import (TaskData, columns_for, load_labelled, load_task_data, load_unlabelled, read_unlabelled,  # noqa: E402
                    spec_from_config, task_of)

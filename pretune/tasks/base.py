@@ -11,6 +11,8 @@ A task decides, for every stage:
              stratify  split off a validation set per class
     model    head      the Hugging Face config fields of the head (``num_labels``, ``id2label``, ...)
              model_class  the ``transformers`` auto class that loads the saved model
+             setup     (model, TaskData, RunConfig) -> None, once before training: what the task needs beyond
+                       the model and the data (preference tuning: its settings, the reference model)
     train    collate   rows -> a padded batch;  loss (outputs, targets) -> mean loss;  soft_loss for distillation
              forward   (model, batch) -> outputs, when they are not the model's logits (a language model's
                        per-token loss: the vocabulary projection only where a token is scored)
@@ -71,6 +73,7 @@ class Task:
     label_columns: tuple[str, ...] = ()  # tried in turn when the default label column (label) is not in a file
     # (model, batch) -> outputs laid out per input row, (B, C) or (B, T, C); None: ``model(**inputs).logits``
     forward: Optional[Callable[..., Any]] = None
+    setup: Optional[Callable[..., None]] = None  # (model, TaskData, RunConfig) before training; None: nothing
     classes: bool = True  # the outputs are classes, named in the saved config's id2label
     pretrained_head: bool = False  # the model's own head (a language model's) is used: no new head, adapters skip it
 
