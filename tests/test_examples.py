@@ -74,3 +74,18 @@ def test_alpaca_sft_example_reads_its_rows_as_alpaca(monkeypatch):
     assert cfg.data.task == "causal_lm" and cfg.method.name == "lora" and cfg.model.path == "smollm2"
     rows = tasks.get("causal_lm").read(read_table(cfg.data.train), cfg.data)
     assert rows.format == "alpaca" and len(rows.rows) == 2000
+
+
+def test_hh_dpo_example_reads_its_pairs_and_splits_them_by_seed(monkeypatch):
+    if not (SHARED_DATA / "preferences" / "hh_rlhf_harmless_base_test").is_dir():
+        pytest.skip("../shared/data/preferences/hh_rlhf_harmless_base_test not present")
+    from pretune import tasks
+    from pretune.data import read_table, stratified_split
+
+    monkeypatch.setenv("PRETUNE_DATA", str(SHARED_DATA))
+    cfg = load_config(EXAMPLES / "hh_dpo.yaml")
+    assert cfg.data.task == "dpo" and cfg.method.name == "lora" and cfg.model.path == "smollm2"
+    pairs = tasks.get("dpo").read(read_table(cfg.data.train), cfg.data)
+    assert len(pairs.rows) == 2303 and all(p.endswith("\n\nAssistant:") for p, _, _ in pairs.rows)
+    train, dev = stratified_split(pairs.labels, cfg.data.val_fraction, cfg.train.seed, stratify=False)
+    assert 280 <= len(dev) <= 320 and len(train) + len(dev) == 2303
