@@ -7,8 +7,9 @@ labels on the response tokens only (``instructions.tokenize``, as for SFT).
 
 ``forward`` runs the chosen and rejected sequences of a batch as one (2B, T) batch and sums each response's token
 log-probs (causal_lm's forward: the vocabulary projection only where a token is scored). The reference log-probs
-come, in this order, from the data (``dpo.precompute_reference``, or ``pretune eval --reference``), from the same
-model with its LoRA adapter switched off, or from a frozen copy made before training (``setup``). Its outputs are,
+come, in this order, from the data (``dpo.precompute_reference``; the eval rows always), from the same model with
+its LoRA adapter switched off, from a frozen copy made before training (``setup``), or, for a saved model
+(``pretune eval``, ``predict``), from the model it was tuned from, whose path its config records. Its outputs are,
 per pair, ``COLUMNS``: the pair's loss, the four log-probs and the two implicit rewards, so evaluation, metrics
 and predict's rows read the same numbers. The loss settings (``dpo.*``) are saved in the model's config
 (``pretune_settings``), so a saved model is scored as it was trained.
@@ -210,10 +211,31 @@ def reference_logps(model, batch: dict):
         elif hasattr(inner, "disable_adapter"):  # LoRA: the same weights with the adapter off
             with inner.disable_adapter():
                 logps = sequence_logps(model, batch)
-        else:
-            raise ConfigError("dpo needs a reference model: fine-tune with pretune fit (which sets one up), or "
-                              "pass --reference MODEL to pretune eval")
+        else:  # a saved model: the one it was tuned from, as recorded in its config
+            logps = sequence_logps(_recorded_reference(inner, batch["input_ids"].device), batch)
     return logps.reshape(2, -1).T
+
+
+def _recorded_reference(model, device):
+    """The model ``model`` was tuned from (``pretune_settings.dpo.reference``), loaded once and kept frozen.
+
+    Raises:
+        ConfigError: the model records none (it was not tuned with dpo by pretune fit).
+    """
+    path = settings_of(model).get("reference")
+    if not path:
+        raise ConfigError("dpo scores a model against a reference and this model records none (it was not tuned "
+                          "with --task dpo by pretune fit); evaluate the tuned model, whose config names its base")
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM
+
+    where = Path(path)
+    gguf = {"gguf_file": where.name} if where.suffix == ".gguf" else {}
+    reference = AutoModelForCausalLM.from_pretrained(str(where.parent if gguf else where), **gguf).eval()
+    reference.requires_grad_(False)
+    _REFERENCES[model] = reference.to(device)
+    return reference
 
 
 def pair_loss(chosen, rejected, ref_chosen, ref_rejected, settings: dict, chosen_tokens=None,
@@ -263,7 +285,9 @@ def setup(model, data, cfg) -> None:
     up the reference: with LoRA the adapter-off model; with ``dpo.precompute_reference`` its log-probs for every
     train row, computed now with the model as it starts; else a frozen copy. The eval rows' reference log-probs
     never change, so they are computed now in every case (a merged model is then still scored against them)."""
-    settings = {"loss_type": cfg.dpo.loss_type, "beta": cfg.dpo.beta, "label_smoothing": cfg.dpo.label_smoothing}
+    # the model tuned from: a saved model is scored against it (pretune eval, predict)
+    settings = {"loss_type": cfg.dpo.loss_type, "beta": cfg.dpo.beta, "label_smoothing": cfg.dpo.label_smoothing,
+                "reference": str(cfg.model.path)}
     data.spec.settings["dpo"] = settings
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     base.config.pretune_settings = {**(getattr(base.config, "pretune_settings", None) or {}), "dpo": settings}

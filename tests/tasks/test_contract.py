@@ -41,9 +41,16 @@ def _causal_lm(folder, n, seed):
     return write_jsonl(folder / f"sft-{seed}.jsonl", alpaca_rows(n, seed))
 
 
+def _dpo(folder, n, seed):
+    from dpo import pair_rows
+    from sft import write_jsonl
+
+    return write_jsonl(folder / f"dpo-{seed}.jsonl", pair_rows(n, seed))
+
+
 DATA = {"classification": _classification, "regression": _regression,
-        "token_classification": _token_classification, "causal_lm": _causal_lm}
-DECODER_TASKS = {"causal_lm"}  # tuned from a tiny Llama with its LM head; the others from the tiny BERT
+        "token_classification": _token_classification, "causal_lm": _causal_lm, "dpo": _dpo}
+DECODER_TASKS = {"causal_lm", "dpo"}  # tuned from a tiny Llama with its LM head; the others from the tiny BERT
 
 
 def test_every_registered_task_has_contract_data():

@@ -46,7 +46,8 @@ def test_lora_reference_is_the_base_so_the_loss_starts_at_log_2(setup, tmp_path)
             base = dpo.sequence_logps(model, batch).reshape(2, -1).T
     assert torch.allclose(out[:, 3:5], base) and torch.allclose(out[:, 1:3], base, atol=1e-6)
     assert torch.allclose(out[:, 0], torch.full((8,), math.log(2)), atol=1e-6)
-    assert model.config.pretune_settings["dpo"] == {"loss_type": "sigmoid", "beta": 0.1, "label_smoothing": 0.0}
+    assert model.config.pretune_settings["dpo"] == {"loss_type": "sigmoid", "beta": 0.1, "label_smoothing": 0.0,
+                                                     "reference": str(setup[0])}
 
 
 def test_lora_dpo_learns_the_preference_and_saves_a_causal_lm(setup, tmp_path):
