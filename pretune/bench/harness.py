@@ -69,23 +69,27 @@ def _pad_batch(enc, rows, pad_id: int) -> dict[str, np.ndarray]:
 
 def _task_batch(task, enc, rows, pad_id: int) -> dict[str, np.ndarray]:
     """The task's batch; the labels stay only for a task whose outputs come from its own ``forward``."""
+    if task is None:
+        return _pad_batch(enc, rows, pad_id)
     batch = task.collate(enc, rows, pad_id)
     if task.forward is None:
         batch.pop("labels", None)
     return {k: v.numpy() for k, v in batch.items()}
 
 
-def _eval_pass(runner, enc, pad_id: int, batch_size: int, task) -> tuple[np.ndarray, float]:
-    """The task's outputs (logits, or what its ``forward`` gives) in row order and the seconds the model took."""
+def _eval_pass(runner, enc, pad_id: int, batch_size: int, task=None) -> tuple[np.ndarray, float]:
+    """The task's outputs (logits, or what its ``forward`` gives; logits without a task) in row order and the
+    seconds the model took."""
     from ..data import eval_batches, place_outputs
 
+    forward = task.forward if task is not None else None
     batches = eval_batches(enc.lengths, batch_size)
-    runner.predict(_task_batch(task, enc, batches[0], pad_id), task.forward)  # warm-up: first call allocates
+    runner.predict(_task_batch(task, enc, batches[0], pad_id), forward)  # warm-up: first call allocates
     out, seconds = None, 0.0
     for rows in batches:
         feed = _task_batch(task, enc, rows, pad_id)
         t0 = time.perf_counter()
-        logits = runner.predict(feed, task.forward)
+        logits = runner.predict(feed, forward)
         seconds += time.perf_counter() - t0
         out = place_outputs(out, enc, rows, logits)
     return out, seconds

@@ -83,3 +83,29 @@ def test_bench_times_prefill_and_decode_with_greedy_generates_tokens(fitted, set
             want = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=6, do_sample=False,
                                   pad_token_id=tok.pad_token_id)
         assert got == want[0, len(ids):].tolist()
+
+
+def test_compress_gates_int8_on_perplexity_and_refuses_logit_methods_in_one_line(fitted, setup, tmp_path, capsys):
+    _, _, dev = setup
+    out = tmp_path / "compress"
+    assert main(["compress", str(fitted), "--data", str(dev), "--output", str(out), "--threads", "1",
+                 "--tolerance", "2", "compress.bench_runs=3", "compress.latency_rounds=0",
+                 "compress.max_length=48"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["metric"] == "perplexity"
+    [variant] = results["variants"]  # the methods that apply to causal_lm by default
+    assert variant["name"] == "int8-dynamic-torch" and variant["status"] in ("accepted", "rejected")
+    src = results["source_bench"]["eval"]["metrics"]["perplexity"]
+    var = variant["bench"]["eval"]["metrics"]["perplexity"]
+    within = 100 * (var - src) / src <= 2
+    assert variant["status"] == ("accepted" if within else "rejected")  # as measured, relative to the source
+    assert variant["points_lost"] == pytest.approx(100 * (var - src) / src)
+    assert variant["bench"]["generation"]["generated_tokens_per_s"] > 0  # bench times the variant's decoding too
+    for methods in ("onnx", "distill,int8-dynamic-torch", "prune-structured"):
+        capsys.readouterr()
+        assert main(["compress", str(fitted), "--data", str(dev), "--output", str(tmp_path / "refused"),
+                     "--methods", methods, "--threads", "1"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "Traceback" not in err
+        assert "causal_lm" in err and "choose from int8-dynamic-torch" in err, err
+    assert not (tmp_path / "refused").exists()
