@@ -109,3 +109,26 @@ def test_compress_gates_int8_on_perplexity_and_refuses_logit_methods_in_one_line
         assert "\n" not in err and "Traceback" not in err
         assert "causal_lm" in err and "choose from int8-dynamic-torch" in err, err
     assert not (tmp_path / "refused").exists()
+
+
+def test_run_searches_compresses_benches_and_reports_base_and_tuned_generations(setup, tmp_path):
+    lm, train, dev = setup
+    run_dir = tmp_path / "run"
+    space = json.dumps({"train.lr": [1e-3, 3e-3], "train.epochs": [1], "method.name": ["full"]})
+    assert main(["run", "--model", str(lm), "--train", str(train), "--eval", str(dev), "--task", "causal_lm",
+                 "--output", str(run_dir), "--n-trials", "2", "--probe-steps", "2", f"search.space={space}",
+                 "compress.threads=1", "compress.bench_runs=3", "compress.latency_rounds=0",
+                 "compress.isolate=false", "compress.max_length=48", *COMMON]) == 0
+    state = json.loads((run_dir / "run.json").read_text())
+    assert all(state["stages"][s]["status"] == "done" for s in ("search", "compress", "generations", "report"))
+    results = json.loads((run_dir / "compress" / "results.json").read_text())
+    assert [v["name"] for v in results["variants"]] == ["int8-dynamic-torch"]  # the plan keeps what applies
+    assert results["source_bench"]["generation"]["prompt_tokens_per_s"] > 0
+    rows = json.loads((run_dir / "generations.json").read_text())
+    assert len(rows) == 3 and all({"prompt", "base", "tuned"} <= set(r) for r in rows)
+    html, md = (run_dir / "report.html").read_text(), (run_dir / "report.md").read_text()
+    for page in (html, md):
+        assert "Generations: base and tuned model" in page and "base model" in page and "tuned model" in page
+        assert "generated tokens/s" in page
+    assert "| prompt | base model | tuned model |" in md
+    assert "<th>base model</th><th>tuned model</th>" in html
