@@ -74,6 +74,9 @@ def test_bench_times_prefill_and_decode_with_greedy_generates_tokens(fitted, set
     for key in ("prompt_tokens_per_s", "generated_tokens_per_s"):
         assert gen[key] > 0 and math.isfinite(gen[key]), key
     assert gen["ttft_ms"]["p50"] > 0 and gen["prompts"] == 3 and gen["batch_size"] == 1
+    from pretune.cli.bench import format_result
+
+    assert "generation batch 1: prompt" in format_result(result)
     model = AutoModelForCausalLM.from_pretrained(str(fitted / "model")).eval()
     tok = load_tokenizer(fitted / "model")
     enc = load_labelled(str(dev), DataConfig(max_length=48), TaskSpec("causal_lm"), tok)
