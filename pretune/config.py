@@ -154,7 +154,8 @@ class SearchConfig:
 @dataclass
 class CompressConfig:
     methods: Optional[list[str]] = None  # None: every registered method (see pretune.compress.METHODS)
-    tolerance: float = 1.0  # metric points (accuracy 0.01 = 1 point) a variant may lose before it is rejected
+    tolerance: float = 1.0  # metric points (accuracy 0.01 = 1 point) a variant may lose before it is rejected; per cent
+    # of the source's value for a metric with no fixed scale (a language model's perplexity: 1.0 = at most 1% higher)
     threads: int = 2  # CPU threads for every runtime while benchmarking
     max_length: int = 128
     # quantization

@@ -14,6 +14,7 @@ defined once and the report (which reads them) needs no torch. Nothing in this m
         study.db, trials.csv, trials.json, importances.json, trials/NNNN/, best/
     RUN/compress/                      the compress stage           COMPRESS
         results.json, source.bench.json, VARIANT/{pretune_variant.json, bench.json}
+    RUN/generations.json               base and tuned generations   GENERATIONS
     RUN/report.html, RUN/report.md     the report                   REPORT_HTML, REPORT_MD
 """
 
@@ -55,6 +56,7 @@ BEST = "best"
 SOURCE_BENCH = "source.bench.json"
 BENCH = "bench.json"
 VARIANT_MANIFEST = "pretune_variant.json"
+GENERATIONS = "generations.json"  # a run of a task whose models write text: [{prompt, base, tuned}]
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
 

@@ -55,3 +55,12 @@ def per_type_f1(metrics: dict) -> dict[str, float]:
 
 def higher_is_better(metric: str) -> bool:
     return metric not in ("mse", "loss", "eval_loss", "perplexity")
+
+
+# Metrics with no fixed scale (a perplexity of 20 or of 2,000): the compress gate compares them in per cent of the
+# source's value, not in points.
+RELATIVE = ("perplexity", "loss", "eval_loss")
+
+
+def is_relative(metric: str) -> bool:
+    return metric in RELATIVE

@@ -6,6 +6,8 @@ For a folder and a labelled eval file it measures
   is timed, ``warmup`` untimed calls, then ``runs`` timed calls; p50, p95 and mean in ms;
 - throughput: samples/s of the whole eval pass in length-sorted batches of ``batch_size``;
 - size on disk of the weight files, parameter count;
+- what the task measures besides (``Task.measure``): a language model's prompt and generated tokens/s and time to
+  first token at batch 1, under ``generation``;
 - peak memory: the process's peak resident set (``VmHWM``) and its growth over the
   pre-load baseline. It is only meaningful in a fresh process, which ``isolate=True`` gives.
 Threads are fixed for every runtime, so numbers compare.
@@ -42,6 +44,8 @@ class BenchConfig:
     # the CPU in the precision of its graph. The deployment baseline is the CPU in fp32.
     device: str = "cpu"
     precision: str = "fp32"
+    prompts: int = 4  # a task's own measurement (Task.measure): eval prompts timed at batch 1
+    max_new_tokens: int = 16  # ... and the tokens generated for each
 
 
 def _rss_mb(field: str) -> Optional[float]:
@@ -63,17 +67,29 @@ def _pad_batch(enc, rows, pad_id: int) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in batch.items()}
 
 
-def _eval_pass(runner, enc, pad_id: int, batch_size: int) -> tuple[np.ndarray, float]:
-    """Logits in row order and the seconds the model took over all batches."""
+def _task_batch(task, enc, rows, pad_id: int) -> dict[str, np.ndarray]:
+    """The task's batch; the labels stay only for a task whose outputs come from its own ``forward``."""
+    if task is None:
+        return _pad_batch(enc, rows, pad_id)
+    batch = task.collate(enc, rows, pad_id)
+    if task.forward is None:
+        batch.pop("labels", None)
+    return {k: v.numpy() for k, v in batch.items()}
+
+
+def _eval_pass(runner, enc, pad_id: int, batch_size: int, task=None) -> tuple[np.ndarray, float]:
+    """The task's outputs (logits, or what its ``forward`` gives; logits without a task) in row order and the
+    seconds the model took."""
     from ..data import eval_batches, place_outputs
 
+    forward = task.forward if task is not None else None
     batches = eval_batches(enc.lengths, batch_size)
-    runner.predict(_pad_batch(enc, batches[0], pad_id))  # warm-up: first call allocates
+    runner.predict(_task_batch(task, enc, batches[0], pad_id), forward)  # warm-up: first call allocates
     out, seconds = None, 0.0
     for rows in batches:
-        feed = _pad_batch(enc, rows, pad_id)
+        feed = _task_batch(task, enc, rows, pad_id)
         t0 = time.perf_counter()
-        logits = runner.predict(feed)
+        logits = runner.predict(feed, forward)
         seconds += time.perf_counter() - t0
         out = place_outputs(out, enc, rows, logits)
     return out, seconds
@@ -132,17 +148,19 @@ def measure(model_dir: str | os.PathLike, data: str, *, text: str = "text", text
     if cfg.latency_only:
         return {"model": str(model_dir), "backend": runner.backend, "threads": cfg.threads,
                 "latency_ms": _latency(runner, enc, pad_id, cfg), "environment": _environment()}
-    logits, seconds = _eval_pass(runner, enc, pad_id, cfg.batch_size)
     task = tasks.get(spec.task)
+    logits, seconds = _eval_pass(runner, enc, pad_id, cfg.batch_size, task)
     metrics = task.metrics(logits, enc, spec)
     latency = _latency(runner, enc, pad_id, cfg)
+    extra = {task.measure_key: task.measure(runner, enc, cfg)} if task.measure is not None else {}
     peak = _rss_mb("VmHWM")
     folder = Path(model_dir)
     return {
         "model": str(folder), "format": read_manifest(folder).get("format"), "backend": runner.backend,
         "threads": cfg.threads,
-        "eval": {"file": str(data), "rows": enc.n_inputs, "metric": task.default_metric, "metrics": metrics},
-        "latency_ms": latency,
+        "eval": {"file": str(data), "rows": enc.n_inputs, "metric": task.default_metric, "metrics": metrics,
+                 "gate_metric": task.gate_metric or task.default_metric},
+        "latency_ms": latency, **extra,
         "throughput": {"batch_size": cfg.batch_size, "samples_per_s": len(enc) / max(seconds, 1e-9),
                        "order": "length-sorted batches"},
         "size_mb": weights_size_bytes(folder) / 2**20,

@@ -27,7 +27,8 @@ class Runner(Protocol):
 
     backend: str  # "pytorch" | "onnxruntime"
 
-    def predict(self, batch: dict[str, np.ndarray]) -> np.ndarray:  # (B, T) int64 inputs -> (B, C) logits
+    def predict(self, batch: dict[str, np.ndarray], forward=None) -> np.ndarray:
+        """(B, T) int64 inputs -> (B, C) logits, or what ``forward(model, batch)`` (a task's) gives."""
         ...
 
     def num_parameters(self) -> int:
@@ -53,10 +54,10 @@ class TorchRunner:
         self.model.to(self.runtime.device)
 
     @torch.inference_mode()
-    def predict(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+    def predict(self, batch: dict[str, np.ndarray], forward=None) -> np.ndarray:
         inputs = self.runtime.to_device({k: torch.from_numpy(v) for k, v in batch.items()})
         with self.runtime.autocast():
-            logits = self.model(**inputs).logits
+            logits = self.model(**inputs).logits if forward is None else forward(self.model, inputs)
         return logits.float().cpu().numpy()  # the copy waits for the device: timings are whole
 
     def num_parameters(self) -> int:
@@ -86,7 +87,10 @@ class OrtRunner:
         self.path = path
         self.inputs = [i.name for i in self.session.get_inputs()]
 
-    def predict(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+    def predict(self, batch: dict[str, np.ndarray], forward=None) -> np.ndarray:
+        if forward is not None:
+            raise ModelError(f"{self.path}: this task's outputs come from its own forward pass over a PyTorch model, "
+                             "which an ONNX graph of the logits cannot give; bench the PyTorch model folder")
         feed = {k: batch[k] for k in self.inputs if k in batch}
         if "attention_mask" in self.inputs and "attention_mask" not in feed:
             feed["attention_mask"] = np.ones_like(batch["input_ids"])

@@ -50,8 +50,13 @@ def format_result(r: dict) -> str:
     metric = r["eval"]["metric"]
     lat, mem = r["latency_ms"], r["memory"]
     peak = f"{mem['peak_rss_mb']:.0f} MiB peak RSS" if mem["peak_rss_mb"] is not None else "peak RSS n/a"
+    gen = r.get("generation")
+    speed = "" if not gen else (
+        f"  generation batch 1: prompt {gen['prompt_tokens_per_s']:.1f} tokens/s, generated "
+        f"{gen['generated_tokens_per_s'] or 0:.1f} tokens/s, time to first token p50 {gen['ttft_ms']['p50']:.2f} ms\n")
     return (f"{r['model']} [{r['backend']}, {r['format']}, {r['threads']} threads]\n"
             f"  {metric} {r['eval']['metrics'][metric]:.4f} on {r['eval']['rows']} rows\n"
             f"  latency batch 1: p50 {lat['p50']:.2f} ms, p95 {lat['p95']:.2f} ms\n"
             f"  throughput batch {r['throughput']['batch_size']}: {r['throughput']['samples_per_s']:.1f} samples/s\n"
+            f"{speed}"
             f"  size {r['size_mb']:.1f} MiB, {r['parameters'] / 1e6:.2f}M parameters, {peak}")

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..metrics import higher_is_better
+from ..metrics import higher_is_better, is_relative
+
+
+def gate_metric(bench: dict) -> str:
+    """The metric a bench result is gated on: its task's ``gate_metric`` (perplexity for a language model), else
+    its default metric."""
+    return bench["eval"].get("gate_metric") or bench["eval"]["metric"]
 
 
 def points_lost(source: float, variant: float, metric: str) -> float:
-    """Metric points (x100) the variant loses against the source; negative when it gains."""
+    """Metric points (x100) the variant loses against the source, or, for a metric with no fixed scale
+    (perplexity, loss), per cent of the source's value; negative when it gains."""
     lost = (source - variant) if higher_is_better(metric) else (variant - source)
+    if is_relative(metric):
+        return 100.0 * lost / abs(source) if source else (0.0 if lost == 0 else float("inf"))
     return 100.0 * lost
 
 
@@ -19,11 +28,12 @@ def gate(entry: dict, source_bench: dict, tolerance: float) -> None:
     Args:
         entry: a variant record with a ``bench`` result; failed and skipped variants are left as they are.
         source_bench: the bench result of the model the variant came from.
-        tolerance: metric points a variant may lose and still be accepted.
+        tolerance: metric points a variant may lose and still be accepted; per cent of the source's value for a
+            metric with no fixed scale (a variant's perplexity at most ``tolerance`` % above the source's).
     """
     if entry.get("status") in ("failed", "skipped"):
         return
-    metric = source_bench["eval"]["metric"]
+    metric = gate_metric(source_bench)
     src = source_bench["eval"]["metrics"][metric]
     var = entry["bench"]["eval"]["metrics"][metric]
     lost = points_lost(src, var, metric)
@@ -31,8 +41,12 @@ def gate(entry: dict, source_bench: dict, tolerance: float) -> None:
     entry["ratios"] = ratios(entry["bench"], source_bench)
     if lost > tolerance + 1e-9:  # 0.85 - 0.84 is 1.0000000000000009 points in floating point
         entry["status"] = "rejected"
-        entry["reason"] = (f"{metric} {var:.4f} is {lost:.2f} points below the source's {src:.4f} "
-                           f"(tolerance {tolerance:g})")
+        if is_relative(metric):
+            entry["reason"] = (f"{metric} {var:.4f} is {lost:.2f}% worse than the source's {src:.4f} "
+                               f"(tolerance {tolerance:g}%)")
+        else:
+            entry["reason"] = (f"{metric} {var:.4f} is {lost:.2f} points below the source's {src:.4f} "
+                               f"(tolerance {tolerance:g})")
     else:
         entry["status"] = "accepted"
         entry.pop("reason", None)  # from an earlier measurement that rejected it

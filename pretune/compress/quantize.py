@@ -73,7 +73,7 @@ def _node_names(path: Path, patterns: Optional[list[str]]) -> list[str]:
     return [n.name for n in graph.node if any(p in n.name for p in patterns)]
 
 
-@register("onnx")
+@register("onnx", logits=True)
 def onnx_fp32(ctx: Context, out: Path) -> dict:
     """fp32 ONNX export (fused for ONNX Runtime when possible), checked against PyTorch."""
     _need_onnx("onnx")
@@ -105,7 +105,7 @@ def _annotate_manifest(out: Path, **fields) -> None:
     write_manifest(out, **{**read_manifest(out), **fields})
 
 
-@register("int8-dynamic-ort")
+@register("int8-dynamic-ort", logits=True)
 def int8_dynamic_ort(ctx: Context, out: Path) -> dict:
     """ONNX Runtime dynamic int8 on the fused graph (int8 weights; activations quantized per call)."""
     _need_onnx("int8-dynamic-ort")
@@ -151,7 +151,7 @@ class _Calibration:
         self.i = 0
 
 
-@register("int8-static-ort", needs_rows=True)
+@register("int8-static-ort", needs_rows=True, logits=True)
 def int8_static_ort(ctx: Context, out: Path) -> dict:
     """ONNX Runtime static int8 (QDQ): activation ranges calibrated on training rows."""
     _need_onnx("int8-static-ort")

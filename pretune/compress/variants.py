@@ -17,7 +17,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Optional
 
-from .. import files
+from .. import files, tasks
 from ..bench import BenchConfig, bench
 from ..bench.harness import latency_rounds
 from ..config import CompressConfig, DataConfig
@@ -25,7 +25,7 @@ from ..errors import ConfigError, PretuneError
 from ..files import atomic_path, write_json
 from ..metrics import higher_is_better
 from ..tasks import load_labelled
-from .gate import gate, pareto_front
+from .gate import gate, gate_metric, pareto_front
 from .registry import METHODS, Context, info, resolve
 
 log = logging.getLogger("pretune")
@@ -113,9 +113,10 @@ def compress(model_dir: str | os.PathLike, data: str, *, train: Optional[str] = 
 
     cfg = replace(cfg or CompressConfig(), methods=methods or (cfg.methods if cfg else None))
     check_config(cfg)
-    names = resolve(cfg.methods)
+    resolve(cfg.methods)  # unknown names, before the model loads
     folder = find_model_folder(model_dir)
     model, tokenizer, spec = load_finetuned(folder)
+    names = resolve(cfg.methods, tasks.get(spec.task))  # and the methods that cannot apply to its task
     dcfg = DataConfig(text=text, text_pair=text_pair, label=label, max_length=cfg.max_length)
     eval_set = load_labelled(data, dcfg, spec, tokenizer)
     train = train or _run_train_file(folder)
@@ -144,7 +145,7 @@ def compress(model_dir: str | os.PathLike, data: str, *, train: Optional[str] = 
     else:
         _retime_latency(source, variants, data, cols, cfg, out)
     results = {"source": str(folder), "data": str(data), "train": train,
-               "columns": cols, "metric": source["eval"]["metric"],
+               "columns": cols, "metric": gate_metric(source),
                "tolerance_points": cfg.tolerance, "config": asdict(cfg), "source_bench": source,
                "variants": variants}
     return _decide_and_write(results, out)
@@ -244,7 +245,7 @@ def _run_method(name: str, ctx: Context, out: Path, data: str, text, text_pair, 
 
 
 def _front(source: dict, variants: list[dict]) -> list[str]:
-    metric = source["eval"]["metric"]
+    metric = gate_metric(source)
     sign = 1 if higher_is_better(metric) else -1
 
     def point(b: dict) -> tuple[float, float, float]:
@@ -256,7 +257,7 @@ def _front(source: dict, variants: list[dict]) -> list[str]:
 
 
 def _log_bench(name: str, b: dict) -> None:
-    metric = b["eval"]["metric"]
+    metric = gate_metric(b)
     log.info("  %-20s %s %.4f  p50 %.2f ms  %.1f MiB", name, metric, b["eval"]["metrics"][metric],
              b["latency_ms"]["p50"], b["size_mb"])
 

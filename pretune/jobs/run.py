@@ -5,6 +5,8 @@
     best      search/best: the best trial's model folder
     compress  variants of the best model, each benchmarked with the bench harness against the
               fp32 source (compress/results.json); a restart rebuilds this stage from its start
+    generations  for a task whose models write text: the first eval prompts continued by the base and
+              the best model, greedy (generations.json), shown side by side in the report
     report    report.html and report.md from the saved JSON (rebuilt on every run, seconds)
 
 ``run.json`` records what was asked, the plan, and each stage's status and seconds; running the same
@@ -27,7 +29,9 @@ from ..config import RunConfig, as_config, config_diff, parse_duration
 from ..errors import ConfigError, PretuneError
 
 log = logging.getLogger("pretune")
-STAGES = ("plan", "search", "compress", "report")
+STAGES = ("plan", "search", "compress", "generations", "report")
+GENERATION_PROMPTS = 3  # eval prompts the report shows continued by the base and the tuned model
+GENERATION_TOKENS = 32
 SEARCH_SHARE = 0.75  # of the budget left after the probe; the rest goes to compress + bench + report
 RESERVE_S = 30.0  # report writing and stage overheads
 
@@ -96,7 +100,7 @@ def make_plan(cfg: RunConfig, budget: Optional[float], probe_steps: int = 8) -> 
             "estimate": est.describe(), "n_trials_config": cfg.search.n_trials}
     if budget is None:
         plan.update(search_s=None, compress_s=None, n_trials=cfg.search.n_trials,
-                    methods=cfg.compress.methods or _all_methods())
+                    methods=cfg.compress.methods or _all_methods(_task(cfg)))
         return plan
     left = budget - probe_s - RESERVE_S
     search_s = left * SEARCH_SHARE
@@ -115,21 +119,27 @@ def make_plan(cfg: RunConfig, budget: Optional[float], probe_steps: int = 8) -> 
     return plan
 
 
-def _all_methods() -> list[str]:
+def _task(cfg: RunConfig):
+    """The run's task (inferred from the labels when ``data.task`` is unset, as ``fit`` infers it)."""
+    from .. import tasks
+    return tasks.get(tasks.task_of(cfg.data))
+
+
+def _all_methods(task=None) -> list[str]:
     from ..compress import method_names
-    return method_names()
+    return method_names(task=task)
 
 
-def quick_methods() -> list[str]:
-    """The compress methods that train nothing: seconds each."""
+def quick_methods(task=None) -> list[str]:
+    """The compress methods that train nothing: seconds each (those that apply to ``task``)."""
     from ..compress import method_names
-    return method_names(trains=False)
+    return method_names(trains=False, task=task)
 
 
-def trained_methods() -> list[str]:
+def trained_methods(task=None) -> list[str]:
     """The compress methods that run optimizer steps: recovery after pruning, distillation."""
     from ..compress import method_names
-    return method_names(trains=True)
+    return method_names(trains=True, task=task)
 
 
 def _methods_for(cfg: RunConfig, est, compress_s: float) -> list[str]:
@@ -139,10 +149,11 @@ def _methods_for(cfg: RunConfig, est, compress_s: float) -> list[str]:
     step_s = est.step_s * cfg.compress.batch_size / cfg.train.batch_size
     # distillation runs teacher and student: about 1.5 steps of work per step
     trained = (2 * cfg.compress.recovery_steps + 1.5 * cfg.compress.distill_steps) * step_s
-    quick = per_variant * (len(quick_methods()) + 1)
-    if quick + trained + per_variant * len(trained_methods()) <= compress_s:
-        return _all_methods()
-    return quick_methods()
+    task = _task(cfg)
+    quick = per_variant * (len(quick_methods(task)) + 1)
+    if quick + trained + per_variant * len(trained_methods(task)) <= compress_s:
+        return _all_methods(task)
+    return quick_methods(task)
 
 
 def describe_plan(plan: dict[str, Any]) -> list[str]:
@@ -263,6 +274,32 @@ def _compress_stage(cfg: RunConfig, run_dir: Path, plan: dict, best_dir: Path, s
     return results
 
 
+def _generations_stage(cfg: RunConfig, run_dir: Path, best_dir: Path, stages: _Stages) -> None:
+    """The first eval prompts continued, greedy, by the base model and the best one: ``generations.json``."""
+    from ..compress import find_model_folder
+    from .generate import generate, read_prompts
+
+    if stages.done("generations"):
+        return
+    stages.start("generations")
+    prompts = read_prompts(cfg.data.eval)[:GENERATION_PROMPTS]
+    options = dict(max_new_tokens=GENERATION_TOKENS, threads=cfg.train.threads, seed=cfg.train.seed,
+                   device=cfg.train.device)
+    base = generate(cfg.model.path, prompts, **options)
+    tuned = generate(str(find_model_folder(best_dir)), prompts, **options)
+    rows = [{"prompt": _prompt_text(p), "base": b["generated"], "tuned": t["generated"]}
+            for p, b, t in zip(prompts, base, tuned)]
+    files.write_json(run_dir / files.GENERATIONS, rows)
+    stages.finish("generations", prompts=len(rows))
+
+
+def _prompt_text(prompt) -> str:
+    """A prompt as text: chat messages as ``role: content`` lines."""
+    if isinstance(prompt, list):
+        return "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
+    return str(prompt)
+
+
 def _prepare_folder(cfg: RunConfig, budget: Optional[float], overwrite: bool) -> tuple[Path, dict]:
     import shutil
 
@@ -333,6 +370,8 @@ def run(cfg: RunConfig | dict | str | Path, *, budget: str | float | None = None
     search_summary = _search_stage(cfg, run_dir, plan, stages, worker_init)
     best_dir = Path(search_summary["best_dir"])
     compressed = _compress_stage(cfg, run_dir, plan, best_dir, stages)
+    if _task(cfg).generates:
+        _generations_stage(cfg, run_dir, best_dir, stages)
     stages.start("report")
     paths = report(run_dir)
     stages.finish("report")

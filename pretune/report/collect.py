@@ -68,7 +68,7 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
     search = _search(search_dir) if search_dir else None
     variants = _json(compress_dir / files.RESULTS) if compress_dir else None
     return {"run_dir": str(run_dir), "run": run, "config": config, "search": search, "variants": variants,
-            "environment": _environment(run, search, variants)}
+            "generations": _json(run_dir / files.GENERATIONS), "environment": _environment(run, search, variants)}
 
 
 def _search(folder: Path) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import math
 from html import escape, unescape
 from typing import Any, Optional
 
-from ..metrics import per_type_f1
+from ..metrics import is_relative, per_type_f1
 from . import svg
 
 STATE_COLORS = {"complete": "#1f77b4", "pruned": "#ff7f0e", "fail": "#d62728", "running": "#7f7f7f"}
@@ -122,6 +122,16 @@ def _bench_row(name, status, b, metric, lost, pareto, note) -> list[str]:
     return [name, status, fmt(b["eval"]["metrics"].get(metric)), fmt(lost, 3), fmt(b["latency_ms"]["p50"], 3),
             fmt(b["latency_ms"]["p95"], 3), fmt(b["throughput"]["samples_per_s"], 4), fmt(b["size_mb"], 3),
             f"{b['parameters']:,}", fmt(pareto), note]
+
+
+def generation_table(variants: dict) -> Optional[tuple[list[str], list[list[str]]]]:
+    """Prefill and decode speed and time to first token of the source and each variant that has them."""
+    benches = [("source", variants.get("source_bench"))] + [(v["name"], v.get("bench"))
+                                                             for v in variants.get("variants", [])]
+    rows = [[name, fmt(g.get("prompt_tokens_per_s"), 5), fmt(g.get("generated_tokens_per_s"), 5),
+             fmt((g.get("ttft_ms") or {}).get("p50"), 3)]
+            for name, b in benches if b and (g := b.get("generation"))]
+    return (["model", "prompt tokens/s", "generated tokens/s", "time to first token ms"], rows) if rows else None
 
 
 def per_type_table(facts: dict) -> Optional[tuple[list[str], list[list[str]]]]:
@@ -250,14 +260,27 @@ def sections(facts: dict) -> list[tuple[str, list[tuple[str, Any]]]]:
                     or [("text", "no metrics.jsonl saved for the best trials")]))
     variants = facts.get("variants")
     if variants:
+        metric = variants.get("metric") or ""
+        loses = (f"is at most {fmt(variants.get('tolerance_points'))}% worse than the source's {metric}"
+                 if is_relative(metric) else
+                 f"loses at most {fmt(variants.get('tolerance_points'))} points of {metric}")
         items = [("text", f"Every variant measured with the same harness on {variants.get('data')}; "
-                  f"accepted when it loses at most {fmt(variants.get('tolerance_points'))} points of "
-                  f"{variants.get('metric')}.")]
+                  f"accepted when it {loses}.")]
         chart = pareto_chart(variants)
         if chart:
             items.append(("chart", chart))
         items.append(("table", variant_table(variants)))
+        speed = generation_table(variants)
+        if speed:
+            items += [("text", "Generation at batch 1: prompt tokens/s (prefill), generated tokens/s (decode) and "
+                               "time to first token."), ("table", speed)]
         out.append(("Variants and the Pareto front", items))
+    generations = facts.get("generations")
+    if generations:
+        out.append(("Generations: base and tuned model", [
+            ("text", "Greedy continuations of the first eval prompts by the base model and the tuned one."),
+            ("table", (["prompt", "base model", "tuned model"],
+                       [[str(g.get("prompt")), str(g.get("base")), str(g.get("tuned"))] for g in generations]))]))
     per_type = per_type_table(facts)
     if per_type:
         out.append(("F1 per entity type", [("text", "Entity-level F1 (seqeval, default mode) of each type, and over "

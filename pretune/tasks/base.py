@@ -18,6 +18,9 @@ A task decides, for every stage:
                        per-token loss: the vocabulary projection only where a token is scored)
     metrics  metrics   (outputs, Encoded) -> named scores;  default_metric selects, stops early and searches
     predict  rows      outputs -> one JSON-able dict per input row
+    compress gate_metric  the metric a compressed variant is gated on (default: default_metric)
+    bench    measure   (runner, Encoded, BenchConfig) -> more numbers for the bench result (a language model's
+                       generation speed at batch 1), under the key ``measure_key``
 
 Outputs are the model's logits laid out as ``pretune.data.place_outputs`` lays them: (N, C) for a head that reads
 one vector per row, (total_tokens, C) for one that reads every token.
@@ -76,6 +79,11 @@ class Task:
     setup: Optional[Callable[..., None]] = None  # (model, TaskData, RunConfig) before training; None: nothing
     classes: bool = True  # the outputs are classes, named in the saved config's id2label
     pretrained_head: bool = False  # the model's own head (a language model's) is used: no new head, adapters skip it
+    gate_metric: Optional[str] = None  # compress gates variants on it; None: default_metric
+    # (runner with .model and .runtime, eval Encoded, BenchConfig) -> dict saved in the bench result as measure_key
+    measure: Optional[Callable[..., dict]] = None
+    measure_key: str = "measure"
+    generates: bool = False  # the model writes text: a run's report shows the base and tuned models' generations
 
 
 REGISTRY: dict[str, Task] = {}

@@ -24,6 +24,7 @@ from ..config import DataConfig
 from ..data import IGNORE, Encoded, Table, collate as pad_rows
 from ..errors import ConfigError
 from .base import Task, TaskSpec, register
+from .generation import generation_speed
 from .instructions import Dialogues, encode_dialogues, read_dialogues
 
 
@@ -168,4 +169,5 @@ TASK = register(Task(
     name="causal_lm", description="instruction tuning and language modelling of a decoder (SFT)", read=read,
     spec=spec, labels=labels, encode=encode, head=head, loss=loss, soft_loss=soft_loss, metrics=metrics,
     default_metric="loss", rows=rows, collate=collate, model_class="AutoModelForCausalLM", forward=forward,
-    classes=False, pretrained_head=True))
+    classes=False, pretrained_head=True, gate_metric="perplexity", measure=generation_speed, measure_key="generation",
+    generates=True))
