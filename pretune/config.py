@@ -76,6 +76,7 @@ class LoraConfig:
     dropout: float = 0.1
     target_modules: Optional[list[str]] = None  # None/[auto]: the architecture's default; [all-linear]; or names
     merge: bool = True  # merge the adapter into the saved model (a plain transformers folder)
+    use_dora: bool = False  # DoRA: a learned magnitude per output on top of the low-rank direction (peft)
 
 
 @dataclass

@@ -137,7 +137,7 @@ def lora(model: nn.Module, cfg: RunConfig) -> nn.Module:
     targets = lora_targets(model, lc.target_modules)
     own_head = tasks.get(getattr(model.config, "pretune_task", None) or "classification").pretrained_head
     peft_cfg = LoraConfig(task_type=TaskType.CAUSAL_LM if own_head else TaskType.SEQ_CLS, r=lc.r,
-                          lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=targets,
+                          lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=targets, use_dora=lc.use_dora,
                           modules_to_save=None if own_head else _head_modules(model))
     try:
         return get_peft_model(model, peft_cfg)

@@ -104,7 +104,8 @@ def trial_table(search: dict, limit: int = 15) -> tuple[list[str], list[list[str
 def variant_table(variants: dict) -> tuple[list[str], list[list[str]]]:
     """Source and every variant: metric, loss in points, latency, throughput, size, status."""
     metric = variants.get("metric", "accuracy")
-    head = ["variant", "status", metric, "% worse" if is_relative(metric) else "points lost", "p50 ms", "p95 ms", "samples/s", "size MiB",
+    lost = "% worse" if is_relative(metric) else "points lost"
+    head = ["variant", "status", metric, lost, "p50 ms", "p95 ms", "samples/s", "size MiB",
             "parameters", "Pareto", "note"]
     src = variants["source_bench"]
     front = set(variants.get("pareto_front") or [])
