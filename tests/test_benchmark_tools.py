@@ -25,6 +25,7 @@ def _load(name: str):
 
 bench = _load("search_efficiency")
 throughput = _load("train_throughput")
+llm = _load("llm_throughput")
 
 
 def test_a_pruned_trial_never_counts_as_arriving():
@@ -200,3 +201,30 @@ def test_gpu_check_runs_end_to_end_on_the_cpu(family_dir, tmp_path):
         assert set(summary) == {"pretune-bf16", "trainer-bf16"}
         assert all(arm["samples_per_s"] > 0 and arm["mfu"] > 0 for arm in summary.values())
     assert "failed: none" in (tmp_path / "out" / "summary.txt").read_text()
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "instructions" / "alpaca_small").is_dir()
+                    or not (SHARED_DATA / "preferences" / "hh_rlhf_harmless_base_test").is_dir(),
+                    reason="shared instruction and preference data not present")
+def test_llm_throughput_rows_are_a_seeded_disjoint_split_and_ratios_compare_like_with_like(tmp_path, monkeypatch):
+    """Both arms read the same files: --eval-rows held out, one epoch of steps x batch size for training, the same
+    rows for the same seed; the ratios put pretune over each TRL arm."""
+    monkeypatch.setattr(llm, "SFT_SOURCE", SHARED_DATA / "instructions" / "alpaca_small" / "alpaca_small.json")
+    monkeypatch.setattr(llm, "DPO_SOURCE", SHARED_DATA / "preferences" / "hh_rlhf_harmless_base_test"
+                        / "test.prompt_chosen_rejected.jsonl")
+    args = llm.parse_args(["--steps", "3", "--batch-size", "4", "--eval-rows", "5", "--workdir", str(tmp_path)])
+    assert args.targets[0] == "q_proj" and "lm_head" not in args.targets
+    for task in ("sft", "dpo"):
+        assert llm.write_rows(args, task) == (12, 5)
+        train, ev = (p.read_text() for p in llm.files(args, task))
+        rows = (json.loads(train), json.loads(ev)) if task == "sft" else \
+            ([json.loads(x) for x in train.splitlines()], [json.loads(x) for x in ev.splitlines()])
+        assert not {json.dumps(r) for r in rows[0]} & {json.dumps(r) for r in rows[1]}
+        assert llm.write_rows(args, task) == (12, 5) and next(iter(llm.files(args, task))).read_text() == train
+    run = {"response_tokens": 100, "tokens": 300, "train_seconds": 10.0, "peak_train_mb": 1000.0,
+           "trainable_params": 7, "eval_loss": 2.0}
+    summary = llm.summarise({"pretune": [run], "trl": [{**run, "train_seconds": 20.0, "peak_train_mb": 1250.0,
+                                                         "eval_loss": 2.02}]})
+    r = llm.ratios("sft", summary)["pretune / trl"]
+    assert r["tokens_per_s"] == pytest.approx(2.0) and r["peak_train_mb"] == pytest.approx(0.8)
+    assert r["eval_loss_relative"] == pytest.approx(2.0 / 2.02 - 1)
