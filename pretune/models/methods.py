@@ -178,7 +178,7 @@ def lora_targets(model: nn.Module, wanted: Optional[list[str]] = None) -> list[s
 def _body_linears(model: nn.Module) -> list[str]:
     """Every Linear of the body as peft target names: short names, or the full name where a head Linear
     shares the short name (BERT's ``dense`` is also its pooler's), since peft matches name suffixes."""
-    head = {n.rsplit(".", 1)[0] for n in head_parameter_names(model)}
+    head = _head_module_names(model)
     linears = [name for name, mod in model.named_modules() if isinstance(mod, nn.Linear)]
     head_short = {n.rsplit(".", 1)[-1] for n in linears if n in head}
     body = [n for n in linears if n not in head]
@@ -190,9 +190,19 @@ def model_type(model: nn.Module) -> str:
     return getattr(getattr(model, "config", None), "model_type", None) or type(model).__name__
 
 
+def _head_module_names(model: nn.Module) -> set[str]:
+    """Modules of the head, the language-model head included: ``named_parameters`` lists a weight tied to the
+    input embeddings (SmolLM2's ``lm_head``) once, under the embeddings' name, so it is found by identity."""
+    head = {n.rsplit(".", 1)[0] for n in head_parameter_names(model)}
+    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if out is not None:
+        head |= {name for name, mod in model.named_modules() if mod is out}
+    return head
+
+
 def linear_module_names(model: nn.Module) -> set[str]:
     """Short names of the Linear layers in the body (what ``target_modules`` can match)."""
-    head = {n.rsplit(".", 1)[0] for n in head_parameter_names(model)}
+    head = _head_module_names(model)
     return {name.rsplit(".", 1)[-1] for name, mod in model.named_modules()
             if isinstance(mod, nn.Linear) and name not in head}
 

@@ -114,3 +114,19 @@ def test_pickle_weights_need_explicit_permission(tmp_path, tiny_bert):
     with pytest.raises(ModelError, match="pickle files .* pass --allow-pickle if you trust the source"):
         check_model_folder(folder)
     assert check_model_folder(folder, allow_pickle=True) == folder
+
+
+def test_all_linear_leaves_a_tied_lm_head_alone():
+    """SmolLM2 ties lm_head to the input embeddings; named_parameters lists that weight once, under the
+    embeddings' name, so the head is found by identity: every body Linear is adapted, lm_head is not."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from pretune.models.methods import lora_targets
+
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    model = AutoModelForCausalLM.from_config(cfg)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    targets = lora_targets(model, ["all-linear"])
+    assert "lm_head" not in targets
+    assert set(targets) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
