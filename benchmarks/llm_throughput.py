@@ -6,9 +6,8 @@ the body for both; the same rows, optimizer steps, learning rate (linear decay, 
 clipping at 1.0), batch size, max length, seed, threads and fp32 (this CPU has no AVX512-BF16/AMX; ``--bf16``
 turns on bf16 autocast for both where it does).
 
-LoRA targets are named explicitly (``--lora-targets``, default the seven projections of a Llama block) for both:
-pretune's ``all-linear`` also adapts ``lm_head`` on a model whose output layer is tied to the input embeddings
-(SmolLM2), peft's does not, so the two would otherwise train different adapters (5.68M against 4.88M parameters).
+LoRA targets are named explicitly (``--lora-targets``, default the seven projections of a Llama block, what
+both tools' ``all-linear`` picks) for both, so that both train the very same adapter (4.88M parameters).
 
 - SFT rows: a seeded split of ``instructions/alpaca_small`` (``--eval-rows`` held out, then ``--train-rows``,
   default steps x batch size: one epoch). pretune: ``--task causal_lm``, responses scored, length-grouped batches
