@@ -100,8 +100,9 @@ def test_minilm_learns_named_entities_from_a_conll2003_slice(minilm, tmp_path):
 
 
 def test_smollm2_lora_sft_on_alpaca_rows_lowers_the_eval_loss(tmp_path):
-    """SmolLM2-135M-Instruct with LoRA on 64 Alpaca rows for a few steps: the eval loss on 16 held-out rows falls
-    below the base model's (same rows, same scoring)."""
+    """SmolLM2-135M-Instruct with LoRA on every Linear of its body, one epoch of 64 Alpaca rows (16 steps): the
+    eval loss on 16 held-out rows falls below the base model's (same rows, same scoring). With q/v only and 8
+    steps at 5e-4 it fell by 0.04 (1.864 to 1.827), too little to tell learning from noise."""
     pytest.importorskip("gguf")
     from pretune.errors import ModelError
     from pretune.models import resolve_model_path
@@ -121,9 +122,10 @@ def test_smollm2_lora_sft_on_alpaca_rows_lowers_the_eval_loss(tmp_path):
     dev.write_text(json.dumps(rows[64:80]), encoding="utf-8")
     base = pretune.evaluate("smollm2", str(dev), task="causal_lm", max_length=256, batch_size=8, threads=2)
     result = pretune.fit({
-        "model": {"path": "smollm2"}, "method": {"name": "lora"}, "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
+        "model": {"path": "smollm2"}, "method": {"name": "lora"},
+        "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": ["all-linear"]},
         "data": {"train": str(train), "eval": str(dev), "task": "causal_lm", "max_length": 256},
-        "train": {"max_steps": 8, "lr": 5e-4, "batch_size": 8, "warmup": 0, "progress": False, "threads": 2,
+        "train": {"max_steps": 16, "lr": 1e-3, "batch_size": 4, "warmup": 0, "progress": False, "threads": 2,
                   "seed": 0, "eval_batch_size": 8},
         "output": str(tmp_path / "run")})
     assert result.eval["loss"] < base["loss"] - 0.05
