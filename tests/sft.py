@@ -40,3 +40,34 @@ def make_causal_lm(base: Path, folder: Path) -> Path:
     AutoModelForCausalLM.from_pretrained(str(base)).save_pretrained(str(folder))
     AutoTokenizer.from_pretrained(str(base)).save_pretrained(str(folder))
     return folder
+
+
+def resumed_equals_uninterrupted(fresh, run_dir: Path, kill_at: int) -> int:
+    """Train ``fresh()`` (cfg, tokenizer, data, model) through once; again, killed after step ``kill_at``'s
+    evaluation; then resumed from its checkpoint. Asserts the resumed weights equal the uninterrupted ones and
+    returns the resumed run's last step."""
+    import pytest
+    import torch
+
+    from pretune.train import train
+
+    def run(**kwargs):
+        cfg, tok, data, model = fresh()
+        return model, train(model, data.train, data.eval, data.spec, cfg.train, pad_id=tok.pad_token_id, **kwargs)
+
+    model, _ = run()
+    expected = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    class Kill(Exception):
+        pass
+
+    def kill(step, metrics):
+        if step == kill_at:
+            raise Kill
+
+    with pytest.raises(Kill):
+        run(run_dir=run_dir, callback=kill)
+    model, result = run(run_dir=run_dir, resume=True)
+    for name, value in model.named_parameters():
+        assert torch.equal(value, expected[name]), name
+    return result.step

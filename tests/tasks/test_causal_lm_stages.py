@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from sft import TEMPLATE, alpaca_rows, make_causal_lm, write_jsonl
+from sft import TEMPLATE, alpaca_rows, make_causal_lm, resumed_equals_uninterrupted, write_jsonl
 
 from pretune.cli import main
 
@@ -98,7 +98,6 @@ def test_generate_streams_greedy_text_from_prompts_and_files(fitted, setup, tmp_
 def test_resumed_sft_run_equals_an_uninterrupted_one(setup, tmp_path):
     from pretune.config import config_from_dict
     from pretune.jobs.fit import prepare
-    from pretune.train import train
 
     lm, train_file, dev = setup
 
@@ -113,27 +112,7 @@ def test_resumed_sft_run_equals_an_uninterrupted_one(setup, tmp_path):
         tok, data, model = prepare(cfg)
         return cfg, tok, data, model
 
-    cfg, tok, data, model = fresh()
-    train(model, data.train, data.eval, data.spec, cfg.train, pad_id=tok.pad_token_id)
-    expected = {n: p.detach().clone() for n, p in model.named_parameters()}
-
-    class Kill(Exception):
-        pass
-
-    def kill(step, metrics):
-        if step == 12:
-            raise Kill
-
-    cfg, tok, data, model = fresh()
-    with pytest.raises(Kill):
-        train(model, data.train, data.eval, data.spec, cfg.train, pad_id=tok.pad_token_id, run_dir=tmp_path / "r",
-              callback=kill)
-    cfg, tok, data, model = fresh()
-    result = train(model, data.train, data.eval, data.spec, cfg.train, pad_id=tok.pad_token_id,
-                   run_dir=tmp_path / "r", resume=True)
-    assert result.step == 24
-    for name, value in model.named_parameters():
-        assert torch.equal(value, expected[name]), name
+    assert resumed_equals_uninterrupted(fresh, tmp_path / "r", kill_at=12) == 24
 
 
 def test_a_model_without_a_causal_lm_head_is_a_one_line_error(family_dir, setup, tmp_path, capsys):
