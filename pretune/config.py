@@ -20,7 +20,7 @@ import yaml
 
 from .errors import ConfigError
 
-METHODS = ("full", "freeze", "bitfit", "lora")
+METHODS = ("full", "freeze", "bitfit", "lora", "qlora")
 SCHEDULES = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ATTENTION = ("sdpa", "eager", "flash_attention_2")
@@ -65,7 +65,8 @@ class DataConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "full"  # full | freeze | bitfit | lora
+    # full | freeze | bitfit | lora | qlora (LoRA on a 4-bit NF4 base through bitsandbytes: a CUDA GPU only)
+    name: str = "full"
     train_top_layers: int = 2  # freeze: train the head plus this many top encoder layers
 
 
@@ -140,7 +141,12 @@ class SearchConfig:
     timeout: Optional[float] = None  # wall seconds for this invocation
     budget_samples: Optional[int] = None  # training samples over all trials, pruned ones included
     sampler: str = "tpe"  # tpe | random | grid | cmaes | qmc | gp | nsga2 | nsga3 | bruteforce
-    pruner: Optional[str] = None  # asha | hyperband | median | none; None: asha (single objective)
+    # none | asha | hyperband | median; None: none. With tens of short trials early evaluations rank trials poorly
+    # (docs/benchmarks.md, search efficiency), so pruning is opt-in
+    pruner: Optional[str] = None
+    # Trials after the first (the run's own configuration): auto (the portfolio shipped with pretune, learned
+    # across tasks), none, or a file made by `pretune portfolio build`; then the sampler (see pretune.search.portfolio)
+    portfolio: Optional[str] = "auto"
     # Epochs a trial trains before it may be pruned: the first evaluations mostly show a model that still
     # predicts one class whatever its settings, and pruning on them is pruning on noise.
     prune_after: float = 1.0

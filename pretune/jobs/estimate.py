@@ -74,24 +74,26 @@ def probe(cfg: RunConfig, steps: int = 8, eval_rows: int = 256) -> Estimate:
     from ..models.fastpath import first_token_only
     from ..runtime import peak_memory_mb, resolve, set_threads
     from ..train import build_optimizer, default_loss, evaluate, plan_steps
+    from ..train.loop import grouped
     from .fit import prepare
 
     set_threads(cfg.train.threads)
     rt = resolve(cfg.train.device, cfg.train.precision, cfg.train.tf32)
     t0 = time.perf_counter()
-    prepare(cfg)  # the first load pays for imports and tokenization, which later trials find done
+    prepare(cfg, rt.device)  # the first load pays for imports and tokenization, which later trials find done
     cold_s = time.perf_counter() - t0
     gc.collect()
     t0 = time.perf_counter()
-    tokenizer, data, model = prepare(cfg)
+    tokenizer, data, model = prepare(cfg, rt.device)
     setup_s = time.perf_counter() - t0
     tc, pad_id = cfg.train, tokenizer.pad_token_id or 0
-    model.to(rt.device)
+    if not getattr(model, "is_loaded_in_4bit", False):  # a 4-bit (qlora) base loads onto its device
+        model.to(rt.device)
     optimizer, loss_fn, scaler = build_optimizer(model, tc), default_loss(data.spec), rt.scaler()
     collate = tasks.get(data.spec.task).collate
     with first_token_only(model, tc.first_token_only):  # time what fit will run
         model.train()
-        batches = epoch_batches(data.train.lengths, tc.batch_size, tc.seed, 0, tc.group_by_length)
+        batches = epoch_batches(data.train.lengths, tc.batch_size, tc.seed, 0, grouped(tc, data.train))
         longest = max(batches, key=lambda b: int(data.train.lengths[b].max()) * len(b))
         # warm-up on the longest batch, untimed: it sets the memory peak a trial reaches
         _timed_step(model, optimizer, data.train, [longest] * tc.grad_accum, pad_id, tc, loss_fn, collate, rt, scaler)

@@ -20,6 +20,7 @@ from ..errors import ConfigError, ResumeError
 from ..models import (
     apply_method,
     check_model_folder,
+    check_qlora,
     count_parameters,
     load_for_task,
     load_tokenizer,
@@ -55,16 +56,24 @@ class FitResult:
                    data.get("train_seconds", 0.0), data.get("trainable_params", 0), data.get("total_params", 0))
 
 
-def prepare(cfg: RunConfig):
-    """Load and check everything a fit needs: (tokenizer, TaskData, model ready to train)."""
+def prepare(cfg: RunConfig, device=None):
+    """Load and check everything a fit needs: (tokenizer, TaskData, model ready to train).
+
+    ``device`` (the run's ``torch.device``) is needed by method qlora only, whose 4-bit base loads onto it."""
     if not cfg.model.path:
         raise ConfigError("no model: pass --model DIR or set model.path")
     cfg.model.path = resolve_model_path(cfg.model.path, cfg.model.allow_pickle, cfg.model.trust_remote_code)
     check_model_folder(cfg.model.path, cfg.model.allow_pickle)
+    four_bit = cfg.method.name == "qlora"
+    if four_bit:
+        import torch
+
+        device = device if device is not None else torch.device("cpu")
+        check_qlora(device, cfg.train.distributed)
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
     data = load_task_data(cfg.data, tokenizer, seed=cfg.train.seed)
     seed_everything(cfg.train.seed)  # the new head and adapters are initialised from the seed
-    model, tokenizer = load_for_task(cfg.model, data.spec)
+    model, tokenizer = load_for_task(cfg.model, data.spec, four_bit_on=device if four_bit else None)
     if cfg.data.chat_template and not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = cfg.data.chat_template  # saved with the model: generate renders as training did
     model = apply_method(model, cfg)
@@ -139,7 +148,7 @@ def fit(cfg: RunConfig | dict | str | Path | None = None, *, callback: Callback 
         return FitResult.from_json(run_dir, done)
     set_threads(cfg.train.threads)
     rt = resolve(cfg.train.device, cfg.train.precision, cfg.train.tf32)
-    tokenizer, data, model = prepare(cfg)  # raises on bad input before the folder exists
+    tokenizer, data, model = prepare(cfg, rt.device)  # raises on bad input before the folder exists
     trainable, total = count_parameters(model)
     if writer:
         _describe(cfg, data, trainable, total)
@@ -153,7 +162,8 @@ def fit(cfg: RunConfig | dict | str | Path | None = None, *, callback: Callback 
                            run_dir=run_dir, callback=callback, resume=resume, runtime=rt)
     finally:
         distributed.release()  # no-op in one process
-    final = unwrap_for_saving(model, merge=cfg.lora.merge)
+    final = unwrap_for_saving(model, merge=cfg.lora.merge,  # qlora: merged into the unquantized base
+                              full_precision_base=lambda: load_for_task(cfg.model, data.spec)[0].to(rt.device))
     metrics = _evaluated(result, cfg) if final is model else None
     if metrics is None:  # a merged adapter computes in another order: score the weights that are saved
         with first_token_only(final, cfg.train.first_token_only):

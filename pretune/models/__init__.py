@@ -13,6 +13,7 @@ from .load import (
 from .methods import (
                       METHODS,
                       apply_method,
+                      check_qlora,
                       count_parameters,
                       encoder_layers,
                       head_parameter_names,
@@ -25,8 +26,6 @@ from .methods import (
 )
 
 __all__ = ["auto_class_of", "check_model_folder", "load_finetuned", "load_for_task", "load_tokenizer",
-           "packaged_minilm",
-           "resolve_model_path", "spec_of", "METHODS", "apply_method", "count_parameters", "encoder_layers",
-           "head_parameter_names",
-           "is_no_decay", "layer_index", "linear_module_names", "lora_targets", "model_type",
-           "unwrap_for_saving"]
+           "packaged_minilm", "resolve_model_path", "spec_of", "METHODS", "apply_method", "check_qlora",
+           "count_parameters", "encoder_layers", "head_parameter_names", "is_no_decay", "layer_index",
+           "linear_module_names", "lora_targets", "model_type", "unwrap_for_saving"]

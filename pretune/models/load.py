@@ -110,11 +110,15 @@ def auto_class_of(hf_cfg):
     return _auto_class(tasks.get(spec_of(hf_cfg).task))
 
 
-def load_for_task(cfg: ModelConfig, spec: TaskSpec):
+def load_for_task(cfg: ModelConfig, spec: TaskSpec, four_bit_on=None):
     """Load ``cfg.path`` with the head ``spec``'s task needs; returns (model, tokenizer).
 
     A head whose shape differs from the task's (e.g. a 3-class checkpoint tuned for 2 classes) is
     replaced by a freshly initialised one.
+
+    Args:
+        four_bit_on: a CUDA ``torch.device``: load the body's Linear weights as 4-bit NF4 with double quantization
+            (bitsandbytes, for method qlora) straight onto it; the head stays in full precision.
     """
     from transformers import AutoConfig
 
@@ -147,7 +151,7 @@ def load_for_task(cfg: ModelConfig, spec: TaskSpec):
         model = _auto_class(task).from_pretrained(
             where, config=hf_cfg, use_safetensors=None if cfg.allow_pickle or gguf else True,
             trust_remote_code=cfg.trust_remote_code, ignore_mismatched_sizes=True, attn_implementation=attention,
-            **gguf_model_kwargs(gguf))
+            **gguf_model_kwargs(gguf), **(_four_bit(four_bit_on) if four_bit_on is not None else {}))
     except ValueError as e:
         raise ModelError(f"{folder}: cannot build a {task.model_class.removeprefix('AutoModelFor')} model for model "
                          f"type {hf_cfg.model_type!r} ({str(e).splitlines()[0][:120]}); task {task.name} needs a "
@@ -155,6 +159,22 @@ def load_for_task(cfg: ModelConfig, spec: TaskSpec):
     except OSError as e:
         raise ModelError(f"{folder}: cannot load weights ({str(e).splitlines()[0]})") from None
     return as_plain_model(model), tokenizer
+
+
+# heads (new or pretrained) stay in full precision under 4-bit loading, as in the QLoRA recipe
+FULL_PRECISION_HEADS = ["score", "classifier", "lm_head", "qa_outputs"]
+
+
+def _four_bit(device) -> dict:
+    """``from_pretrained`` arguments that load the body in 4-bit NF4 on ``device`` (method qlora)."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"quantization_config": BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=compute, llm_int8_skip_modules=FULL_PRECISION_HEADS),
+            "device_map": {"": device}}
 
 
 def load_finetuned(path: str | os.PathLike, allow_pickle: bool = False, trust_remote_code: bool = False,

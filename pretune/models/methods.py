@@ -146,6 +146,37 @@ def lora(model: nn.Module, cfg: RunConfig) -> nn.Module:
                           f"{', '.join(sorted(linear_module_names(model)))}") from None
 
 
+@register("qlora")
+def qlora(model: nn.Module, cfg: RunConfig) -> nn.Module:
+    """LoRA on a base whose Linear weights were loaded as 4-bit NF4 with double quantization (Dettmers et al.,
+    2023; ``load_for_task(..., four_bit_on=device)``): the frozen base takes about a quarter of its bf16 memory
+    and the adapters, the norms and a new head train in full precision. ``check_qlora`` refuses it before
+    anything loads where it cannot run."""
+    from peft import prepare_model_for_kbit_training
+
+    if not getattr(model, "is_loaded_in_4bit", False):
+        raise ConfigError("method qlora: the model was not loaded in 4 bits; load it with "
+                          "load_for_task(..., four_bit_on=device)")
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.train.gradient_checkpointing,
+                                            gradient_checkpointing_kwargs={"use_reentrant": False})
+    return lora(model, cfg)
+
+
+def check_qlora(device, distributed: str = "ddp") -> None:
+    """Raise a one-line ``ConfigError`` unless method qlora can run on ``device`` (a ``torch.device``)."""
+    import importlib.util
+
+    if device.type != "cuda":
+        raise ConfigError(f"method qlora: a 4-bit base (bitsandbytes) needs a CUDA GPU and this run is on "
+                          f"{device.type}; use method lora, the same adapters on an unquantized base")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("method qlora needs the bitsandbytes package (pip install bitsandbytes); "
+                          "or use method lora")
+    if distributed == "fsdp":
+        raise ConfigError("method qlora does not shard: 4-bit weights cannot be split by FSDP here; "
+                          "use train.distributed=ddp")
+
+
 AUTO, ALL_LINEAR = "auto", "all-linear"
 
 
@@ -213,11 +244,35 @@ def _head_modules(model: nn.Module) -> list[str]:
                    if not (prefix and n.startswith(prefix + "."))})
 
 
-def unwrap_for_saving(model: nn.Module, merge: bool = True) -> nn.Module:
-    """A plain ``transformers`` model: LoRA merged into the weights when ``merge``."""
-    if hasattr(model, "merge_and_unload") and merge:
-        return model.merge_and_unload()
-    return model
+def unwrap_for_saving(model: nn.Module, merge: bool = True,
+                      full_precision_base: Optional[Callable[[], nn.Module]] = None) -> nn.Module:
+    """A plain ``transformers`` model: LoRA merged into the weights when ``merge``.
+
+    A 4-bit base (qlora) is not merged into: merging would round the sum back to 4 bits and the folder would load
+    only on a GPU with bitsandbytes. The adapter goes instead onto ``full_precision_base()``, the same pretrained
+    weights loaded unquantized, and is merged there: the usual way QLoRA adapters ship as a plain model.
+    """
+    if not (hasattr(model, "merge_and_unload") and merge):
+        return model
+    if getattr(model, "is_loaded_in_4bit", False):
+        if full_precision_base is None:
+            raise ConfigError("merging a 4-bit (qlora) adapter needs the unquantized base; or set lora.merge=false")
+        return transplant_adapter(model, full_precision_base()).merge_and_unload()
+    return model.merge_and_unload()
+
+
+def transplant_adapter(peft_model: nn.Module, base: nn.Module) -> nn.Module:
+    """``base`` wrapped with ``peft_model``'s adapter config and trained adapter (and saved head) weights."""
+    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
+    name = peft_model.active_adapter
+    state = {k: v.detach().to("cpu", dtype=next(base.parameters()).dtype)
+             for k, v in get_peft_model_state_dict(peft_model, adapter_name=name).items()}
+    target = get_peft_model(base, peft_model.peft_config[name])
+    result = set_peft_model_state_dict(target, state)
+    if result.unexpected_keys:
+        raise ConfigError(f"the trained adapter does not fit the unquantized base ({result.unexpected_keys[0]})")
+    return target
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

@@ -318,3 +318,25 @@ def test_fsdp_over_nccl_makes_the_plain_update_and_round_trips_its_checkpoint(no
 
 # DDP under NCCL (torchrun --nproc-per-node 1, the update against one plain process) goes here once the
 # data-parallel code is replaced by torch's engines (issue 15, item 3).
+
+
+@pytest.mark.skipif(__import__("importlib.util").util.find_spec("bitsandbytes") is None,
+                    reason="method qlora needs bitsandbytes (pip install bitsandbytes)")
+def test_qlora_fit_trains_on_a_4bit_base_and_saves_a_plain_model(family_dir, tmp_path):
+    """SFT with method qlora on a tiny Llama: the base's Linear layers are 4-bit on the GPU while training, the
+    loss falls, and model/ is a plain full-precision causal LM (the adapter merged into the unquantized base)."""
+    from sft import alpaca_rows, make_causal_lm, write_jsonl
+    from transformers import AutoModelForCausalLM
+
+    lm = make_causal_lm(family_dir("llama"), tmp_path / "lm")
+    train = write_jsonl(tmp_path / "train.jsonl", alpaca_rows(64, 1))
+    result = pretune.fit({"model": {"path": str(lm)}, "data": {"train": str(train), "task": "causal_lm",
+                                                               "max_length": 64},
+                          "method": {"name": "qlora"}, "lora": {"target_modules": ["all-linear"]},
+                          "train": {"device": "cuda", "epochs": 3, "lr": 1e-2, "batch_size": 8, "progress": False},
+                          "output": str(tmp_path / "run")})
+    losses = [h["loss"] for h in result.history if "loss" in h]
+    assert losses[-1] < losses[0]
+    saved = AutoModelForCausalLM.from_pretrained(str(result.model_dir))
+    assert not getattr(saved, "is_loaded_in_4bit", False) and "quantization_config" not in saved.config.to_dict()
+    assert all(p.dtype == torch.float32 for p in saved.parameters())
