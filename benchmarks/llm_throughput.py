@@ -11,7 +11,8 @@ both tools' ``all-linear`` picks) for both, so that both train the very same ada
 
 - SFT rows: a seeded split of ``instructions/alpaca_small`` (``--eval-rows`` held out, then ``--train-rows``,
   default steps x batch size: one epoch). pretune: ``--task causal_lm``, responses scored, length-grouped batches
-  (``--pretune-packing``: packed rows). TRL: the very token ids and response labels pretune encodes (a
+  (``--pretune-packing``: packed rows, batched at random: pretune does not group packed rows by
+  length). TRL: the very token ids and response labels pretune encodes (a
   pre-tokenized dataset with ``input_ids``/``labels``), ``padding_free=True`` (each batch one row, no padding,
   positions restarting), fused AdamW, gradient checkpointing off; its fused LM head scores only labelled tokens.
 - DPO rows: a seeded split of ``preferences/hh_rlhf_harmless_base_test`` (``test.prompt_chosen_rejected.jsonl``).
@@ -29,6 +30,10 @@ base model's log-probs, computed in the same process). Each arm runs in its own 
 counts twice, once per sequence, for both tools), training seconds (the optimizer steps, plus TRL's reference
 precompute), peak RSS after training (``ru_maxrss`` of the arm's process: model load, data, training; not eval).
 
+    python benchmarks/llm_throughput.py --task sft --pretune-packing --steps 12 --batch-size 8 --max-length 256 \
+        --eval-rows 50 --repeats 2                                           # docs/benchmarks.md
+    python benchmarks/llm_throughput.py --task dpo --steps 10 --batch-size 4 --max-length 256 --eval-rows 50 \
+        --repeats 1                                                          # docs/benchmarks.md
     python benchmarks/llm_throughput.py --task both --steps 50 --batch-size 8 --max-length 512 --repeats 2
     python benchmarks/llm_throughput.py --task dpo --steps 50 --batch-size 4 --trl-precompute
     python benchmarks/llm_throughput.py --task both --steps 2 --eval-rows 8 --max-length 128 --repeats 1   # smoke
