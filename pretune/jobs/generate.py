@@ -18,7 +18,8 @@ Prompt = Any  # a string, or a list of {role, content} messages
 
 def read_prompts(path: str) -> list[Prompt]:
     """The prompts of a file: ``messages`` rows (a trailing assistant turn dropped), else the prompt part of
-    Alpaca or ``prompt`` rows, else the ``text`` column.
+    Alpaca or ``prompt`` rows, else the dialogue before the last assistant turn of HH-RLHF ``chosen`` rows, else
+    the ``text`` column.
 
     Raises:
         DataError: no usable column, or a malformed messages row (naming file and line).
@@ -36,9 +37,13 @@ def read_prompts(path: str) -> list[Prompt]:
         if "prompt" in table.columns and "completion" not in table.columns:
             return [str(p) for p in table.columns["prompt"]]
         return [prompt for prompt, _ in read_dialogues(table).rows]
+    if "chosen" in table.columns:  # HH-RLHF's whole dialogues: the turns before the last assistant answer
+        from ..tasks.dpo import split_dialogue
+
+        return [split_dialogue(str(t), table.where(i), "chosen")[0] for i, t in enumerate(table.columns["chosen"])]
     if "text" in table.columns:
         return [str(t) for t in table.columns["text"]]
-    raise DataError(f"{path}: no prompts; give a messages, prompt, instruction or text column")
+    raise DataError(f"{path}: no prompts; give a messages, prompt, instruction, chosen or text column")
 
 
 def load_generator(model_dir: str):

@@ -33,6 +33,7 @@ from ..data.readers import is_missing
 from ..errors import ConfigError, DataError
 from . import causal_lm
 from .base import Task, TaskSpec, register
+from .generation import generation_speed
 from .instructions import tokenize
 
 log = logging.getLogger("pretune")
@@ -349,4 +350,5 @@ TASK = register(Task(
     name="dpo", description="preference tuning of a decoder on chosen/rejected pairs (DPO, IPO)", read=read,
     spec=spec, labels=labels, encode=encode, head=head, loss=loss, soft_loss=soft_loss, metrics=metrics,
     default_metric="reward_accuracy", rows=rows, collate=collate, model_class="AutoModelForCausalLM",
-    forward=forward, setup=setup, classes=False, pretrained_head=True))
+    forward=forward, setup=setup, classes=False, pretrained_head=True, measure=generation_speed,
+    measure_key="generation", generates=True))

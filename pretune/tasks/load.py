@@ -66,7 +66,7 @@ def load_task_data(cfg: DataConfig, tokenizer, seed: int = 42, spec: Optional[Ta
         # split input rows, not encoded ones: the windows of a long sentence stay on one side
         tr_idx, ev_idx = stratified_split(targets, cfg.val_fraction, seed, stratify=task.stratify)
         train, ev = enc.select_inputs(tr_idx), enc.select_inputs(ev_idx)
-        eval_source = f"{cfg.val_fraction:.0%} stratified split of {cfg.train}"
+        eval_source = f"{cfg.val_fraction:.0%} {'stratified' if task.stratify else 'seeded'} split of {cfg.train}"
     train = train.select_inputs(subsample(train.n_inputs, cfg.max_train_samples, seed))
     ev = ev.select_inputs(subsample(ev.n_inputs, cfg.max_eval_samples, seed))
     return TaskData(spec, train, ev, eval_source)

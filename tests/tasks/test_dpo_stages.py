@@ -104,3 +104,37 @@ def test_a_model_without_a_causal_lm_head_is_a_one_line_error(family_dir, setup,
     err = capsys.readouterr().err.strip()
     assert "cannot build a CausalLM model for model type 'distilbert'" in err and "dpo needs a model" in err
     assert "\n" not in err and not (tmp_path / "run").exists()
+
+
+def test_run_on_preference_pairs_gates_int8_on_reward_accuracy_and_shows_generations(family_dir, tmp_path):
+    """pretune run --task dpo on HH-RLHF-style dialogues: the search maximises reward accuracy, int8 is gated on
+    it, bench times the variant's decoding, and the report shows base and tuned answers to the eval rows' prompts
+    (the dialogue before the last assistant turn)."""
+    from dpo import hh_rows
+
+    lm = make_causal_lm(family_dir("llama"), tmp_path / "lm")
+    train = write_jsonl(tmp_path / "hh.jsonl", hh_rows(pair_rows(60, 1)))
+    dev = write_jsonl(tmp_path / "hh_dev.jsonl", hh_rows(pair_rows(16, 2)))
+    run_dir = tmp_path / "run"
+    space = json.dumps({"train.lr": [1e-2, 3e-3], "train.epochs": [1], "method.name": ["lora"]})
+    assert main(["run", "--model", str(lm), "--train", str(train), "--eval", str(dev), "--task", "dpo",
+                 "--output", str(run_dir),
+                 "--n-trials", "2", "--probe-steps", "2", f"search.space={space}", "--threads", "1",
+                 "data.max_length=48", "train.progress=false", "train.precision=fp32", "compress.threads=1",
+                 "compress.bench_runs=3", "compress.latency_rounds=0", "compress.isolate=false",
+                 "compress.max_length=48", "compress.tolerance=100"]) == 0
+    state = json.loads((run_dir / "run.json").read_text())
+    assert all(state["stages"][s]["status"] == "done" for s in ("search", "compress", "generations", "report"))
+    search = json.loads((run_dir / "search" / "results.json").read_text())
+    assert search["objectives"] == [["reward_accuracy", "maximize"]]
+    results = json.loads((run_dir / "compress" / "results.json").read_text())
+    assert results["metric"] == "reward_accuracy"
+    [variant] = results["variants"]
+    assert variant["name"] == "int8-dynamic-torch" and variant["status"] == "accepted"  # tolerance 100 points
+    src = results["source_bench"]["eval"]["metrics"]["reward_accuracy"]
+    assert variant["points_lost"] == pytest.approx(100 * (src - variant["bench"]["eval"]["metrics"]["reward_accuracy"]))
+    assert variant["bench"]["generation"]["generated_tokens_per_s"] > 0
+    rows = json.loads((run_dir / "generations.json").read_text())
+    assert len(rows) == 3 and all(r["prompt"].startswith("\n\nHuman: ") and r["prompt"].endswith("Assistant:")
+                                  for r in rows)
+    assert "Generations: base and tuned model" in (run_dir / "report.md").read_text()
