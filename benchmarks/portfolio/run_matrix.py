@@ -4,10 +4,9 @@ The evidence for a hyperparameter portfolio (Auto-sklearn 2.0: Feurer et al. 202
 candidate configuration (``candidates.json``) on each training task (``tasks.py``), so that a small set of
 configurations that covers the tasks can be chosen greedily and tried first by a search.
 
-Run from the repository root (``PYTHONPATH=.`` or an installed pretune; the commands below use the project's
-interpreter)::
+Run from the repository root (``PYTHONPATH=.`` or an installed pretune)::
 
-    PY=/work/main/.venv/bin/python
+    PY=python
     PYTHONPATH=. $PY -m benchmarks.portfolio.candidates --check        # candidates.json matches its generator
     PYTHONPATH=. $PY -m benchmarks.portfolio.run_matrix --dry-run      # subsets, token lengths, the cells; no training
     mkdir -p bench-out

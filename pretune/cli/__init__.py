@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "demo": "the whole job offline on the packaged MiniLM, in a few minutes",
     "estimate": "predict one trial's time and peak memory from a short probe",
     "report": "write a self-contained HTML report and a Markdown summary of a run",
+    "portfolio": "build a search portfolio from your own finished searches",
 }
 
 

@@ -16,7 +16,7 @@ from .logs import init_search_worker, quiet_optuna
 # flag dest -> search config key
 SEARCH_FLAGS = {"n_trials": "n_trials", "timeout": "timeout", "workers": "workers", "storage": "storage",
                 "study": "study", "sampler": "sampler", "pruner": "pruner", "budget_samples": "budget_samples",
-                "search_seed": "seed"}
+                "portfolio": "portfolio", "search_seed": "seed"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,7 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--storage", help="SQLAlchemy URL of the study storage (default: sqlite file in --output)")
     s.add_argument("--study", help="study name (default pretune); the same name resumes it")
     s.add_argument("--sampler", help="tpe (default), random, grid, cmaes, qmc, gp, nsga2, nsga3, bruteforce")
-    s.add_argument("--pruner", help="asha (default), hyperband, median, none")
+    s.add_argument("--pruner", help="none (default), asha, hyperband, median")
+    s.add_argument("--portfolio", help="trials after the default: auto (default, the packaged portfolio), none, "
+                                       "or a file made by `pretune portfolio build`")
     s.add_argument("--search-seed", type=int, help="sampler seed (default 0)")
 
 

@@ -91,11 +91,12 @@ def trial_table(search: dict, limit: int = 15) -> tuple[list[str], list[list[str
     """The best ``limit`` complete trials, then every failed one with its reason."""
     metric, direction = search["metric"], search["direction"]
     params = sorted({k for t in search["trials"] for k in t if k.startswith("params.")})
-    head = ["trial", "state", metric, "seconds", "samples", *[p[7:] for p in params], "note"]
+    head = ["trial", "state", "from", metric, "seconds", "samples", *[p[7:] for p in params], "note"]
     done = [t for t in search["trials"] if t.get("state") == "complete" and t.get(metric) is not None]
     done.sort(key=lambda t: t[metric], reverse=direction == "maximize")
     rest = [t for t in search["trials"] if t not in done]
-    rows = [[fmt(t.get("number")), t.get("state", "-"), fmt(t.get(metric)), fmt(t.get("duration_s"), 3),
+    rows = [[fmt(t.get("number")), t.get("state", "-"), t.get("source", "sampler"), fmt(t.get(metric)),
+             fmt(t.get("duration_s"), 3),
              fmt(t.get("train_samples")), *[fmt(t.get(p)) for p in params], fmt(t.get("fail_reason") or "")]
             for t in done[:limit] + rest]
     return head, rows
@@ -170,8 +171,10 @@ def history_chart(search: dict) -> Optional[str]:
         if y is None:
             continue
         state = t.get("state", "complete")
+        source = t.get("source", "sampler")
         pts.append({"x": t["number"], "y": y, "color": STATE_COLORS.get(state, "#7f7f7f"), "r": 5,
-                    "tip": f"trial {t['number']} ({state}): {metric} {fmt(y)}"})
+                    "label": SOURCE_MARKS.get(source.split(":")[0]),
+                    "tip": f"trial {t['number']} ({state}, from {source}): {metric} {fmt(y)}"})
         if state == "complete":
             best = y if best is None or (y > best if maximize else y < best) else best
             line.append((t["number"], best))
@@ -179,7 +182,29 @@ def history_chart(search: dict) -> Optional[str]:
         return None
     legend = [(s, c) for s, c in STATE_COLORS.items() if any(t.get("state") == s for t in search["trials"])]
     legend.append(("best so far", "#2ca02c"))
-    return svg.scatter("search-history", f"{metric} per trial", pts, "trial", metric, line=line, legend=legend)
+    title = f"{metric} per trial" + (" (D: the default, P: the portfolio; the rest: the sampler)"
+                                     if any(p["label"] for p in pts) else "")
+    return svg.scatter("search-history", title, pts, "trial", metric, line=line, legend=legend)
+
+
+SOURCE_MARKS = {"default": "D", "portfolio": "P"}  # where a trial's configuration came from
+
+
+def best_by_samples_chart(search: dict) -> Optional[str]:
+    """The best value so far against the training samples spent, every trial's (pruned and failed ones too)."""
+    metric, maximize = search["metric"], search["direction"] == "maximize"
+    spent, best, line = 0, None, []
+    for t in sorted(search["trials"], key=lambda t: t["number"]):
+        spent += t.get("train_samples") or 0
+        y = t.get(metric)
+        if t.get("state", "complete") == "complete" and y is not None:
+            best = y if best is None or (y > best if maximize else y < best) else best
+        if best is not None:
+            line.append((spent, best))
+    if len(line) < 2:
+        return None
+    return svg.lines("search-by-samples", f"best {metric} so far against training samples",
+                     [{"label": "best so far", "points": line}], "training samples (all trials)", metric)
 
 
 def curve_charts(search: dict) -> list[str]:
@@ -246,9 +271,9 @@ def sections(facts: dict) -> list[tuple[str, list[tuple[str, Any]]]]:
     search = facts.get("search")
     if search:
         items = [("kv", search_summary(search))]
-        chart = history_chart(search)
-        if chart:
-            items.append(("chart", chart))
+        for chart in (history_chart(search), best_by_samples_chart(search)):
+            if chart:
+                items.append(("chart", chart))
         imp, why = importance_items(search)
         items.append(("text", "Parameter importances (fANOVA):" + (f" not available: {why}" if why else "")))
         if imp:

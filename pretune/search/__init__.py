@@ -24,7 +24,7 @@ from .plan import SearchPlan, make_plan, open_study
 from .results import SearchResult, collect
 from .runner import TrainFn, budget_left, counts, run_workers, samples_used
 from .space import DEFAULT_SPACE, Param, parse_space, suggest
-from . import ranks
+from . import portfolio, ranks
 
 log = logging.getLogger("pretune.search")
 
@@ -74,7 +74,9 @@ def search(cfg: RunConfig | dict | str | Path, *, train_fn: Optional[TrainFn] = 
         raise ConfigError("search.workers > 1 cannot be combined with torchrun; use one or the other")
     deadline = time.time() + plan.timeout if plan.timeout else None
     if ranks.rank() == 0:
-        open_study(plan, create=True)  # creates it once here, before any worker races to
+        study = open_study(plan, create=True)  # creates it once here, before any worker races to
+        if portfolio.enqueue(study, plan.start):  # a new study: the default, the portfolio, then the sampler
+            log.info("search: starting from %s", ", ".join(s for s, _ in plan.start))
         plan.output.mkdir(parents=True, exist_ok=True)
         files.write_text(plan.output / files.CONFIG, cfg.to_yaml())  # the resolved config beside the results
         log.info("search: study %r in %s, %d parameters, objectives %s, sampler %s, %d worker(s)",

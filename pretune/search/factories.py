@@ -76,8 +76,8 @@ PRUNER_RUNGS: dict[str, list[float]] = {"asha": _RUNG_FRACTIONS, "hyperband": _R
 
 
 def pruner_name(name: Optional[str], multi: bool) -> str:
-    """The pruner a search runs: ``None`` means ASHA, or none for multi-objective studies."""
-    return name if name is not None else "none" if multi else "asha"
+    """The pruner a search runs: ``None`` means none (pruning is opt-in; see ``SearchConfig.pruner``)."""
+    return name if name is not None else "none"
 
 
 # Metrics better when smaller; anything else is maximised unless marked ":min".

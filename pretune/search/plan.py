@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,6 +18,7 @@ from .. import files
 from ..config import RunConfig
 from ..errors import ConfigError
 from .factories import default_storage_url, make_pruner, make_sampler, make_storage, parse_objectives, pruner_name
+from . import portfolio
 from .pruning import GracePeriod
 from .space import Param, parse_space
 
@@ -44,6 +45,7 @@ class SearchPlan:
     seed: int
     heartbeat: int
     keep_models: str
+    start: list = field(default_factory=list)  # (source, values) enqueued before the sampler: portfolio.start_points
 
     @property
     def multi(self) -> bool:
@@ -96,11 +98,16 @@ def make_plan(cfg: RunConfig) -> SearchPlan:
     make_pruner(s.pruner, multi, grace)
     # The run config's default output names a fit; a search left at that default gets its own folder.
     output = files.check_output_dir("runs/search" if cfg.output == RunConfig().output else cfg.output)
+    entries = portfolio.resolve(s.portfolio)  # a bad file fails here, before anything runs
+    if s.sampler in portfolio.OWN_POINTS:
+        start = []
+    else:
+        start = portfolio.start_points(params, cfg.to_dict(), entries, limit=s.n_trials)
     return SearchPlan(base=cfg.to_dict(), params=params, objectives=objectives, output=output,
                       storage_url=s.storage or default_storage_url(output), study_name=s.study,
                       sampler=s.sampler, pruner=s.pruner, grace=grace, n_trials=s.n_trials,
                       timeout=s.timeout, budget_samples=s.budget_samples, workers=s.workers, seed=s.seed,
-                      heartbeat=s.heartbeat, keep_models=s.keep_models)
+                      heartbeat=s.heartbeat, keep_models=s.keep_models, start=start)
 
 
 def open_study(plan: SearchPlan, *, seed_offset: int = 0, create: bool = False,

@@ -17,6 +17,7 @@ from .. import files
 from ..files import atomic_path, write_json
 from .factories import quiet
 from .plan import SearchPlan
+from .portfolio import source_of
 from .runner import counts, samples_used
 
 log = logging.getLogger("pretune.search")
@@ -43,7 +44,7 @@ class SearchResult:
 def trial_row(t: FrozenTrial, plan: SearchPlan, reruns: dict[int, int]) -> dict[str, Any]:
     """One trial as a flat record: number, state, objective values, samples, duration, reason, params."""
     values = t.values or [None] * len(plan.objectives)
-    row: dict[str, Any] = {"number": t.number, "state": t.state.name.lower()}
+    row: dict[str, Any] = {"number": t.number, "state": t.state.name.lower(), "source": source_of(t)}
     for (metric, _), v in zip(plan.objectives, values):
         row[metric] = v
     duration = t.duration.total_seconds() if t.duration else t.user_attrs.get("seconds")

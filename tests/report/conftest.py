@@ -23,7 +23,8 @@ def write_run(root: Path, *, with_compress: bool = True, n_trials: int = 5) -> P
     for n in range(n_trials):
         state = ["complete", "complete", "pruned", "fail", "complete"][n % 5]
         acc = None if state == "fail" else 0.6 + 0.05 * n
-        trials.append({"number": n, "state": state, "accuracy": acc, "duration_s": 2.0 + n,
+        source = "default" if n == 0 else "portfolio:c07" if n == 1 else "sampler"
+        trials.append({"number": n, "state": state, "source": source, "accuracy": acc, "duration_s": 2.0 + n,
                        "train_samples": 320, "fail_reason": "lora.r: too big <b>" if state == "fail" else None,
                        "params.train.lr": 10 ** -(3 + n % 2), "params.method.name": ["full", "lora"][n % 2]})
         tdir = search / "trials" / f"{n:04d}"

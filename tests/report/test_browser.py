@@ -33,7 +33,8 @@ def test_report_renders_in_chromium_without_errors(saved_run, tmp_path):
     assert dom.returncode == 0, dom.stderr[-2000:]
     # the browser parsed every chart as SVG with its marks inside
     charts = re.findall(r'<svg[^>]*data-chart="([\w-]+)"', dom.stdout)
-    assert charts == ["search-history", "importances", "learning-curves", "training-loss", "pareto"]
+    assert charts == ["search-history", "search-by-samples", "importances", "learning-curves", "training-loss",
+                      "pareto"]
     assert dom.stdout.count("<circle") >= 10
     console = [ln for ln in dom.stderr.splitlines() if "CONSOLE" in ln or "Failed to load" in ln]
     assert console == [], console

@@ -20,7 +20,8 @@ def test_html_is_self_contained_and_has_every_chart(saved_run):
     paths = report(saved_run)
     html = paths["html"].read_text()
     charts = re.findall(r'data-chart="([\w-]+)"', html)
-    assert charts == ["search-history", "importances", "learning-curves", "training-loss", "pareto"]
+    assert charts == ["search-history", "search-by-samples", "importances", "learning-curves", "training-loss",
+                      "pareto"]
     # nothing is fetched at view time: no scripts, no external links or images
     assert "<script" not in html and "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert "https://" not in html and "<link" not in html and "<img" not in html
@@ -35,6 +36,19 @@ def test_report_shows_the_saved_numbers(saved_run):
     assert "lora.r: too big &lt;b&gt;" in html  # user text is escaped
     assert "7.0 min, about 10 unpruned trials of 40 s each" in html  # the plan from run.json
     assert "2.13.0" in html  # environment from a trial's results.json
+    # where each trial came from: the table's column and the marks on the history chart
+    assert "<td>portfolio:c07</td>" in html and "<td>default</td>" in html
+    assert "from portfolio:c07): accuracy" in html and 'class="label">D</text>' in html
+
+
+def test_best_so_far_against_samples_counts_every_trials_samples(saved_run):
+    from pretune.report.render import best_by_samples_chart
+
+    facts = collect(saved_run)
+    chart = best_by_samples_chart(facts["search"])
+    assert 'data-chart="search-by-samples"' in chart and "training samples (all trials)" in chart
+    facts["search"]["trials"] = facts["search"]["trials"][:1]
+    assert best_by_samples_chart(facts["search"]) is None  # one point is no curve
 
 
 def test_pareto_markers_scale_with_size_and_front_is_marked(saved_run):

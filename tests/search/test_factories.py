@@ -53,9 +53,10 @@ def test_pruners_by_name(name, cls):
     assert set(PRUNERS) == {"asha", "hyperband", "median", "none"}
 
 
-def test_default_pruner_is_asha_and_none_for_multi_objective():
-    assert isinstance(make_pruner(None, multi=False), ScheduleHalvingPruner)
+def test_pruning_is_opt_in():
+    assert isinstance(make_pruner(None, multi=False), optuna.pruners.NopPruner)
     assert isinstance(make_pruner(None, multi=True), optuna.pruners.NopPruner)
+    assert isinstance(make_pruner("asha", multi=False), ScheduleHalvingPruner)
 
 
 def test_unknown_names_list_the_valid_ones():
