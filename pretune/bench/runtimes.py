@@ -7,6 +7,7 @@ holds the tokenizer and ``config.json`` (labels, task).
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from torch import nn
 from ..errors import ModelError, require
 from ..runtime import CPU, Runtime
 from ..files import VARIANT_MANIFEST
+log = logging.getLogger("pretune")
 WEIGHT_SUFFIXES = (".safetensors", ".onnx", ".onnx.data", ".bin", ".data")
 
 
@@ -111,6 +113,9 @@ class OrtRunner:
 def load_runner(folder: str | os.PathLike, threads: int = 2, runtime: Runtime = CPU):
     """Load ``folder`` with the runtime its manifest names; returns (Runner, HF config, tokenizer).
 
+    ``folder`` may also be a ``pretune run`` or ``compress`` output folder: its recommended variant is loaded
+    (``pretune.compress.formats.locate``).
+
     ``runtime`` is the device and precision of the PyTorch formats (int8 ones run on the CPU only).
 
     Raises:
@@ -118,10 +123,13 @@ def load_runner(folder: str | os.PathLike, threads: int = 2, runtime: Runtime = 
     """
     from transformers import AutoConfig
 
-    from ..compress.formats import FORMATS, load_torch_variant, read_manifest  # bench reads what compress writes
+    from ..compress.formats import FORMATS, load_torch_variant, locate, read_manifest  # what compress writes
     from ..models import check_model_folder, load_finetuned, load_tokenizer
 
-    folder = Path(folder)
+    located = locate(folder) if Path(folder).exists() else None
+    if located is not None and located.why != "as given":
+        log.info("%s: %s (%s)", folder, located.folder, located.why)
+    folder = located.folder if located is not None else Path(folder)
     manifest = read_manifest(folder) if folder.is_dir() else {"format": "hf"}
     fmt = manifest.get("format")
     torch.set_num_threads(threads)

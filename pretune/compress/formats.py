@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -197,3 +198,57 @@ def load_torch_variant(folder: str | os.PathLike, manifest: Optional[dict] = Non
         return load_pruned(folder, manifest)
     raise ModelError(f"{folder}/{VARIANT_MANIFEST}: format {fmt!r} is not a PyTorch variant; expected "
                      "torch-int8-dynamic or hf-pruned")
+
+
+# ------------------------------------------------------------------ what a path names
+
+
+@dataclass(frozen=True)
+class Located:
+    """The model folder a path names, and which variant it is."""
+
+    folder: Path  # holds config.json, the tokenizer and the weights (and pretune_variant.json for a variant)
+    variant: str  # "model" for a tuned model folder, else the compress method (chain) that built it
+    format: str  # one of FORMATS
+    why: str  # how the folder was chosen, for a log line
+
+
+def locate(path: str | os.PathLike) -> Located:
+    """The folder to load for ``path``: a model or variant folder as it is; a ``pretune run`` folder or a
+    ``compress`` output folder: its recommended variant, the accepted variant (within the accuracy gate) with the
+    lowest batch-1 latency, or the source model when no variant was accepted; a ``pretune fit`` run folder: its
+    ``model/``.
+
+    Raises:
+        ModelError: the path does not exist or holds no model.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"{p}: no such file or folder; pass a model folder, a variant folder that pretune "
+                         "compress wrote, or a pretune run folder")
+    if p.is_file() or (p / "config.json").is_file():
+        fmt = read_manifest(p).get("format", "hf") if p.is_dir() else "hf"
+        return Located(p, p.name if fmt != "hf" else "model", fmt, "as given")
+    results_file = next((f for f in (p / "compress" / "results.json", p / "results.json") if f.is_file()), None)
+    if results_file is not None:
+        try:
+            results = json.loads(results_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ModelError(f"{results_file}: not valid JSON ({e}); rerun pretune compress") from None
+        if "variants" in results:
+            accepted = [v for v in results["variants"] if v.get("status") == "accepted"
+                        and Path(v.get("folder", "")).is_dir()]
+            if accepted:
+                best = min(accepted, key=lambda v: v["bench"]["latency_ms"]["p50"])
+                folder = Path(best["folder"])
+                return Located(folder, best["name"], read_manifest(folder).get("format", "hf"),
+                               f"recommended by {results_file}: the fastest variant within the accuracy gate "
+                               f"({best['bench']['latency_ms']['p50']:.2f} ms at batch 1)")
+            source = Path(results.get("source", ""))
+            if (source / "config.json").is_file():
+                return Located(source, "model", "hf", f"{results_file} accepted no variant: the source model")
+    for sub in (Path("search") / "best" / "model", Path("model")):
+        if (p / sub / "config.json").is_file():
+            return Located(p / sub, "model", "hf", f"the tuned model of the run folder {p}")
+    raise ModelError(f"{p}: holds no model (no config.json, compress/results.json or model/); pass a model "
+                     "folder, a variant folder or a pretune run folder")
