@@ -34,6 +34,8 @@ GENERATION_PROMPTS = 3  # eval prompts the report shows continued by the base an
 GENERATION_TOKENS = 32
 SEARCH_SHARE = 0.75  # of the budget left after the probe; the rest goes to compress + bench + report
 RESERVE_S = 30.0  # report writing and stage overheads
+MIN_TRIALS = 3  # a budget is planned to fit the default trial and two more (portfolio entries first)
+MIN_ROWS = 200  # the fewest training rows a lowered fidelity keeps
 
 
 @dataclass
@@ -80,10 +82,11 @@ def _space_epochs(cfg: RunConfig) -> float:
 
 
 def make_plan(cfg: RunConfig, budget: Optional[float], probe_steps: int = 8) -> dict[str, Any]:
-    """Estimate one trial, split ``budget`` between the stages, choose the compress methods.
+    """Estimate one trial, split ``budget`` between the stages, lower the trials' fidelity when the budget
+    asks for it (``lower_fidelity``), choose the compress methods.
 
     Raises:
-        ConfigError: the budget cannot fit one trial.
+        ConfigError: the budget is too small for any training (one epoch of ``MIN_ROWS`` rows).
     """
     from .estimate import estimate
 
@@ -91,9 +94,8 @@ def make_plan(cfg: RunConfig, budget: Optional[float], probe_steps: int = 8) -> 
     log.info("plan: timing %d training steps of the config to plan the budget ...", probe_steps)
     est = estimate(cfg, steps=probe_steps)
     probe_s = time.time() - started
-    # A trial's training part scales with its epochs; the probe ran at the config's epochs.
-    scale = _space_epochs(cfg) / cfg.train.epochs if not cfg.train.max_steps else 1.0
-    trial_s = est.setup_s + (est.trial_s - est.setup_s) * scale
+    epochs = _space_epochs(cfg)
+    trial_s = _trial_seconds(est, cfg, epochs, est.train_rows)
     plan = {"budget_s": budget, "probe_s": round(probe_s, 1), "trial_s": round(trial_s, 2),
             "trial_error_pct": round(est.error_pct, 1), "peak_memory_mb": round(est.peak_memory_mb),
             "first_trial_extra_s": round(est.first_setup_s - est.setup_s, 1), "device": est.device,
@@ -104,12 +106,20 @@ def make_plan(cfg: RunConfig, budget: Optional[float], probe_steps: int = 8) -> 
         return plan
     left = budget - probe_s - RESERVE_S
     search_s = left * SEARCH_SHARE
-    n_fit = math.floor((search_s - plan["first_trial_extra_s"]) / trial_s) if trial_s > 0 else 0
-    if n_fit < 1:
-        need = probe_s + RESERVE_S + (trial_s + plan["first_trial_extra_s"]) / SEARCH_SHARE
-        raise ConfigError(f"budget {budget:.0f} s cannot fit one trial: search gets {search_s:.0f} s and a trial "
-                          f"takes about {trial_s:.0f} s; raise --budget to at least {math.ceil(need)}s or lower "
-                          "train.epochs / data.max_train_samples")
+    usable = search_s - plan["first_trial_extra_s"]
+    want = max(1, min(MIN_TRIALS, cfg.search.n_trials or MIN_TRIALS))
+    if usable < want * trial_s:
+        fidelity = lower_fidelity(est, cfg, epochs, usable, want)
+        if fidelity is None:
+            one_epoch = _trial_seconds(est, cfg, 1, min(MIN_ROWS, est.train_rows))
+            need = probe_s + RESERVE_S + (one_epoch + plan["first_trial_extra_s"]) / SEARCH_SHARE
+            raise ConfigError(f"budget {budget:.0f} s is too small for any training: search gets {search_s:.0f} s "
+                              f"and one epoch on {min(MIN_ROWS, est.train_rows)} rows takes about {one_epoch:.0f} s; "
+                              f"raise --budget to at least {math.ceil(need)}s")
+        trial_s = _trial_seconds(est, cfg, fidelity["epochs"] if "epochs" in fidelity else epochs,
+                                 fidelity.get("max_train_samples", est.train_rows))
+        plan.update(fidelity=fidelity, trial_s=round(trial_s, 2))
+    n_fit = math.floor(usable / trial_s) if trial_s > 0 else 0
     compress_s = left - search_s
     # The search's time share is what binds: pruned trials are shorter than the estimate, so capping the trial
     # count at n_fit would leave time unused. search.n_trials stays the user's upper bound.
@@ -117,6 +127,76 @@ def make_plan(cfg: RunConfig, budget: Optional[float], probe_steps: int = 8) -> 
                 n_trials=cfg.search.n_trials,
                 methods=cfg.compress.methods or _methods_for(cfg, est, compress_s))
     return plan
+
+
+def _trial_seconds(est, cfg: RunConfig, epochs: float, rows: int) -> float:
+    """Predicted seconds of one trial of ``epochs`` epochs on ``rows`` training rows, from the probe of ``cfg``
+    (which ran at ``cfg.train.epochs`` on ``est.train_rows`` rows): setup, steps, evaluations and saves."""
+    if cfg.train.max_steps:  # a fixed step count: neither epochs nor rows change the work
+        return est.trial_s
+    steps = est.steps * (epochs / cfg.train.epochs) * (rows / max(est.train_rows, 1))
+    per_epoch = est.steps / cfg.train.epochs * (rows / max(est.train_rows, 1))
+    every = cfg.train.eval_every or per_epoch
+    evals = math.ceil(steps / every - 1e-9) + len(cfg.train.eval_at or ()) if every > 0 else 1
+    return est.setup_s + steps * est.step_s + (evals + 1) * (est.eval_s + est.save_s)
+
+
+def lower_fidelity(est, cfg: RunConfig, epochs: float, usable_s: float, want: int) -> Optional[dict[str, Any]]:
+    """The highest trial fidelity at which ``want`` trials fit in ``usable_s`` search seconds, lowering first the
+    epochs (to one: all rows seen once teach more than a subset seen several times), then the training rows (a
+    seeded subset, at least ``MIN_ROWS``). Fewer trials are planned before fewer rows than ``MIN_ROWS``.
+
+    ``max_length`` is not lowered: it truncates the eval rows too, so the scores would stop being comparable with
+    a full-length run, and with length-grouped dynamic padding it saves time only on the rows longer than the cut.
+
+    Returns:
+        {"epochs": int (when lowered), "max_train_samples": int (when lowered), "trials": n, "lowered": [line]},
+        or None when not even one trial of one epoch on ``MIN_ROWS`` rows fits.
+    """
+    rows = est.train_rows
+    for n in range(want, 0, -1):
+        budget = usable_s / n
+        out: dict[str, Any] = {"trials": n, "lowered": []}
+        e = epochs
+        if not cfg.train.max_steps and epochs > 1:
+            fits = [k for k in range(1, math.floor(epochs) + 1) if _trial_seconds(est, cfg, k, rows) <= budget]
+            e = max(fits, default=1)
+            if e < epochs:
+                out["epochs"] = e
+                out["lowered"].append(f"epochs fixed at {e} (the search space's mean was {epochs:g})")
+        if _trial_seconds(est, cfg, e, rows) <= budget:
+            return out
+        if cfg.train.max_steps:
+            return None  # a fixed step count cannot be shortened by the rows or epochs
+        # rows: trial seconds grow linearly in the rows, so solve for the count that fits
+        lo_s, hi_s = _trial_seconds(est, cfg, e, 0), _trial_seconds(est, cfg, e, rows)
+        fit = math.floor(rows * (budget - lo_s) / (hi_s - lo_s)) if hi_s > lo_s else rows
+        while fit > 0 and _trial_seconds(est, cfg, e, fit) > budget:  # evaluations are whole: step down
+            fit = math.floor(fit * 0.95)
+        if fit >= min(MIN_ROWS, rows):
+            out["max_train_samples"] = fit
+            out["lowered"].append(f"training rows: a seeded subset of {fit:,} of {rows:,}")
+            return out
+    return None
+
+
+def apply_fidelity(cfg: RunConfig, plan: dict[str, Any]) -> RunConfig:
+    """``cfg`` with the plan's lowered fidelity: the subset of rows, and the epochs fixed (taken out of the
+    search space, so every trial, portfolio entries included, runs that many)."""
+    fidelity = plan.get("fidelity") or {}
+    if not fidelity:
+        return cfg
+    from ..search.space import DEFAULT_SPACE
+
+    data, train, search = cfg.data, cfg.train, cfg.search
+    if "max_train_samples" in fidelity:
+        data = replace(data, max_train_samples=fidelity["max_train_samples"])
+    if "epochs" in fidelity:
+        train = replace(train, epochs=fidelity["epochs"])
+        space = dict(search.space if search.space is not None else DEFAULT_SPACE)
+        space.pop("train.epochs", None)
+        search = replace(search, space=space)
+    return replace(cfg, data=data, train=train, search=search)
 
 
 def _task(cfg: RunConfig):
@@ -171,6 +251,11 @@ def describe_plan(plan: dict[str, Any]) -> list[str]:
               f"compress and bench {plan['compress_s'] / 60:.1f} min + "
               f"report {RESERVE_S:.0f} s",
               f"plan: compress methods: {', '.join(plan['methods'])}"]
+    fidelity = plan.get("fidelity")
+    if fidelity:
+        n = fidelity["trials"]
+        lines.append(f"plan: fidelity lowered so that {n} trial{'s' if n != 1 else ''} fit the search's share: "
+                     + "; ".join(fidelity["lowered"]))
     return lines
 
 
@@ -367,7 +452,7 @@ def run(cfg: RunConfig | dict | str | Path, *, budget: str | float | None = None
     for line in describe_plan(plan):
         log.info("%s", line)
 
-    search_summary = _search_stage(cfg, run_dir, plan, stages, worker_init)
+    search_summary = _search_stage(apply_fidelity(cfg, plan), run_dir, plan, stages, worker_init)
     best_dir = Path(search_summary["best_dir"])
     compressed = _compress_stage(cfg, run_dir, plan, best_dir, stages)
     if _task(cfg).generates:
@@ -381,4 +466,4 @@ def run(cfg: RunConfig | dict | str | Path, *, budget: str | float | None = None
                      dict(zip(objectives, search_summary.get("best_values") or [])), compressed, paths)
 
 
-__all__ = ["run", "make_plan", "describe_plan", "RunResult", "STAGES"]
+__all__ = ["run", "make_plan", "describe_plan", "lower_fidelity", "apply_fidelity", "RunResult", "STAGES"]

@@ -67,6 +67,10 @@ def asked_rows(facts: dict) -> list[tuple[str, str]]:
                   f"{_seconds(plan.get('trial_s'))} each (estimate +/- {fmt(plan.get('trial_error_pct'), 2)}%)"),
                  ("plan: compress + bench", f"{_seconds(plan.get('compress_s'))}; methods "
                   f"{', '.join(plan.get('methods') or [])}")]
+        fidelity = plan.get("fidelity")
+        if fidelity:
+            rows.append(("plan: fidelity lowered", f"to fit {fidelity.get('trials')} trials in the budget: "
+                         + "; ".join(fidelity.get("lowered") or [])))
     for name, stage in (run.get("stages") or {}).items():
         rows.append((f"stage {name}", f"{stage.get('status')}, {_seconds(stage.get('seconds'))}"
                      f"{', ' + str(stage['attempts']) + ' attempts' if stage.get('attempts', 1) > 1 else ''}"))

@@ -17,11 +17,16 @@ from pretune.jobs.estimate import Estimate
 from conftest import make_rows, tiny_config, write_csv
 
 
-def fake_estimate(trial_s: float = 10.0, step_s: float = 0.05):
+def fake_estimate(trial_s: float = 10.0, step_s: float | None = None, rows: int = 100):
+    """A probe of the tiny config (2 epochs, an evaluation per epoch) whose parts add up to ``trial_s``:
+    setup 1 s, 100 steps, 3 evaluations and saves of 0.6 s."""
+    fixed = 1.0 + 3 * (0.5 + 0.1)
+
     def estimate(cfg, steps=8):
-        return Estimate(trial_s=trial_s, error_pct=10.0, step_s=step_s, steps=100, evals=2, eval_s=0.5,
+        step = step_s if step_s is not None else (trial_s - fixed) / 100
+        return Estimate(trial_s=fixed + 100 * step, error_pct=10.0, step_s=step, steps=100, evals=2, eval_s=0.5,
                         setup_s=1.0, save_s=0.1, peak_memory_mb=500.0, device="cpu", probe_steps=steps,
-                        train_rows=100, eval_rows=20, first_setup_s=3.0)
+                        train_rows=rows, eval_rows=20, first_setup_s=3.0)
     return estimate
 
 
@@ -48,7 +53,8 @@ def test_plan_splits_the_budget_and_counts_trials(cfg, monkeypatch):
 def test_trial_time_scales_with_the_space_epochs(cfg, monkeypatch):
     monkeypatch.setattr("pretune.jobs.estimate.estimate", fake_estimate(trial_s=10.0))
     cfg.search.space = {"train.epochs": {"type": "int", "low": 3, "high": 5}}  # mean 4 = 2x the config's 2
-    assert pipeline.make_plan(cfg, 600.0)["trial_s"] == pytest.approx(1.0 + 9.0 * 2)
+    # twice the steps (2 x 7.2 s) and an evaluation per epoch (5 x 0.6 s) after 1 s of setup
+    assert pipeline.make_plan(cfg, 600.0)["trial_s"] == pytest.approx(1.0 + 2 * 7.2 + 5 * 0.6)
 
 
 def test_trained_methods_only_when_they_fit(cfg, monkeypatch):
@@ -59,10 +65,54 @@ def test_trained_methods_only_when_they_fit(cfg, monkeypatch):
     assert pipeline.make_plan(cfg, 300.0)["methods"] == ["onnx"]  # the user's choice stands
 
 
-def test_budget_too_small_for_one_trial_names_the_fix(cfg, monkeypatch):
+def test_a_tight_budget_lowers_the_epochs_first_then_the_rows(cfg, monkeypatch):
+    # 2,000 rows; the space's mean is 2.5 epochs: 0.06 s a step -> one trial is about 16 s of steps
+    monkeypatch.setattr("pretune.jobs.estimate.estimate", fake_estimate(step_s=0.06, rows=2000))
+    plenty = pipeline.make_plan(cfg, 600.0)
+    assert "fidelity" not in plenty
+    assert plenty["n_trials_fit"] >= pipeline.MIN_TRIALS
+
+    # Room for three one-epoch trials: the epochs are fixed at 1, every row stays.
+    one_epoch = pipeline._trial_seconds(fake_estimate(step_s=0.06, rows=2000)(cfg), cfg, 1, 2000)
+    budget = (3 * one_epoch + 3.0 + 1.0) / pipeline.SEARCH_SHARE + pipeline.RESERVE_S
+    plan = pipeline.make_plan(cfg, budget)
+    assert plan["fidelity"] == {"trials": 3, "epochs": 1,
+                                "lowered": ["epochs fixed at 1 (the search space's mean was 2.5)"]}
+    assert plan["n_trials_fit"] >= 3 and plan["trial_s"] == pytest.approx(one_epoch, abs=0.01)
+    assert "plan: fidelity lowered so that 3 trials fit the search's share: epochs fixed at 1" in \
+        pipeline.describe_plan(plan)[-1]
+
+    # Room for three one-epoch trials on about half the rows: a seeded subset of about 1,000.
+    half = pipeline._trial_seconds(fake_estimate(step_s=0.06, rows=2000)(cfg), cfg, 1, 1000)
+    plan = pipeline.make_plan(cfg, (3 * half + 2.0 + 0.02) / pipeline.SEARCH_SHARE + pipeline.RESERVE_S + 0.02)
+    assert plan["fidelity"]["epochs"] == 1 and plan["fidelity"]["trials"] == 3
+    assert 950 <= plan["fidelity"]["max_train_samples"] <= 1050
+    assert plan["fidelity"]["lowered"][1] == f"training rows: a seeded subset of " \
+                                             f"{plan['fidelity']['max_train_samples']:,} of 2,000"
+    assert plan["n_trials_fit"] >= 3
+
+    # The lowered fidelity is what the search runs: the rows subset, the epochs out of the space.
+    search_cfg = pipeline.apply_fidelity(cfg, plan)
+    assert search_cfg.data.max_train_samples == plan["fidelity"]["max_train_samples"]
+    assert search_cfg.train.epochs == 1 and "train.epochs" not in search_cfg.search.space
+    assert "train.lr" in search_cfg.search.space
+    assert cfg.train.epochs == 2 and cfg.data.max_train_samples is None  # the run's own config is untouched
+
+
+def test_fewer_trials_before_fewer_rows_than_the_minimum(cfg, monkeypatch):
+    monkeypatch.setattr("pretune.jobs.estimate.estimate", fake_estimate(step_s=0.06, rows=2000))
+    est = fake_estimate(step_s=0.06, rows=2000)(cfg)
+    # room for one trial of one epoch on 300 rows, not three
+    one = pipeline._trial_seconds(est, cfg, 1, 300)
+    plan = pipeline.make_plan(cfg, (one + 2.0 + 0.02) / pipeline.SEARCH_SHARE + pipeline.RESERVE_S + 0.02)
+    assert plan["fidelity"]["trials"] == 1 and 270 <= plan["fidelity"]["max_train_samples"] <= 330
+
+
+def test_budget_too_small_for_any_training_names_the_fix(cfg, monkeypatch):
     monkeypatch.setattr("pretune.jobs.estimate.estimate", fake_estimate(trial_s=120.0))
-    with pytest.raises(ConfigError, match=r"cannot fit one trial.*raise --budget to at least \d+s"):
-        pipeline.make_plan(cfg, 90.0)
+    with pytest.raises(ConfigError, match=r"too small for any training.*one epoch on 100 rows takes about \d+ s; "
+                                          r"raise --budget to at least \d+s"):
+        pipeline.make_plan(cfg, 40.0)
 
 
 def test_refusals_before_anything_is_written(cfg, tmp_path):
