@@ -134,7 +134,7 @@ def measure(model_dir: str | os.PathLike, data: str, *, text: str = "text", text
             label: str = "label", cfg: Optional[BenchConfig] = None) -> dict:
     """Benchmark ``model_dir`` in this process; see ``bench`` for the arguments and result."""
     from .. import tasks
-    from ..compress.formats import read_manifest
+    from ..compress.formats import locate, read_manifest
     from ..runtime import resolve
     from .runtimes import load_runner, weights_size_bytes
 
@@ -154,7 +154,7 @@ def measure(model_dir: str | os.PathLike, data: str, *, text: str = "text", text
     latency = _latency(runner, enc, pad_id, cfg)
     extra = {task.measure_key: task.measure(runner, enc, cfg)} if task.measure is not None else {}
     peak = _rss_mb("VmHWM")
-    folder = Path(model_dir)
+    folder = locate(model_dir).folder  # a run folder: the variant that was loaded
     return {
         "model": str(folder), "format": read_manifest(folder).get("format"), "backend": runner.backend,
         "threads": cfg.threads,
@@ -194,7 +194,8 @@ def bench(model_dir: str | os.PathLike, data: str, *, text: str = "text", text_p
     """Benchmark a model or variant folder on a labelled eval file.
 
     Args:
-        model_dir: a fine-tuned Hugging Face folder or a ``pretune compress`` variant folder.
+        model_dir: a fine-tuned Hugging Face folder, a ``pretune compress`` variant folder, or a run or compress
+            folder (its recommended variant: ``pretune.compress.formats.locate``).
         data: labelled CSV/TSV/JSONL/Parquet file.
         text, text_pair, label: column names.
         output: folder for ``bench.json`` (written atomically); None writes nothing.
@@ -207,11 +208,11 @@ def bench(model_dir: str | os.PathLike, data: str, *, text: str = "text", text_p
     Raises:
         ModelError: not a model folder. DataError: bad eval file. PretuneError: the worker failed.
     """
-    from ..compress.formats import read_manifest
+    from ..compress.formats import locate, read_manifest
     from ..models import check_model_folder
 
     cfg = cfg or BenchConfig()
-    folder = Path(model_dir)
+    folder = locate(model_dir).folder  # a run or compress folder: its recommended variant
     if not folder.is_dir() or read_manifest(folder).get("format") == "hf":
         check_model_folder(folder)  # one-line error before any subprocess starts
     if cfg.isolate:

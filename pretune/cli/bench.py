@@ -11,7 +11,8 @@ log = logging.getLogger("pretune")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="fine-tuned model folder or a pretune compress variant folder")
+    p.add_argument("model", help="fine-tuned model folder, a pretune compress variant folder, or a run "
+                   "folder (its recommended variant)")
     p.add_argument("--data", required=True, help="labelled eval file (CSV/TSV/JSONL/Parquet)")
     add_columns(p)
     p.add_argument("--output", default=None, help="folder for bench.json (default: print only)")

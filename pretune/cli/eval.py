@@ -11,7 +11,8 @@ from .flags import add_columns, label_column, add_inference
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from .. import tasks
 
-    p.add_argument("model_dir", metavar="MODEL_DIR", help="a model folder written by pretune fit; with --task "
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="a model folder written by pretune fit, a variant "
+                   "folder written by pretune compress, or a pretune run folder (its recommended variant); with --task "
                    "causal_lm also a base model (folder, .gguf file, Hub id, smollm2)")
     p.add_argument("--data", required=True, help="labelled data file")
     p.add_argument("--task", choices=tasks.names(), help="read the model as this task (default: the one it was "

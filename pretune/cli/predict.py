@@ -10,7 +10,9 @@ from .flags import add_columns, add_inference
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model_dir", metavar="MODEL_DIR", help="a model folder written by pretune fit")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="a model folder written by pretune fit, a variant folder "
+                   "written by pretune compress (ONNX, int8, pruned, distilled), or a pretune run folder (its "
+                   "recommended variant)")
     p.add_argument("--input", required=True, help="data file (labels not needed)")
     add_columns(p, label=False)
     add_inference(p)

@@ -250,5 +250,5 @@ def locate(path: str | os.PathLike) -> Located:
     for sub in (Path("search") / "best" / "model", Path("model")):
         if (p / sub / "config.json").is_file():
             return Located(p / sub, "model", "hf", f"the tuned model of the run folder {p}")
-    raise ModelError(f"{p}: holds no model (no config.json, compress/results.json or model/); pass a model "
-                     "folder, a variant folder or a pretune run folder")
+    raise ModelError(f"{p}: not a Hugging Face model folder (no config.json), nor a run folder (no "
+                     "compress/results.json or model/); pass a model folder, a variant folder or a pretune run folder")
