@@ -16,7 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train", default=None, help="labelled training file for calibration, pruning recovery "
                    "and distillation (default: the run folder's training file)")
     add_columns(p)
-    p.add_argument("--methods", default=None, help="comma-separated methods (default: all); see --list")
+    p.add_argument("--methods", default=None, help="comma-separated methods (default: all); chain them with > "
+                   "(quoted in a shell: 'distill>int8-dynamic-ort'); see --list")
     p.add_argument("--output", default="runs/compress", help="output folder (default: runs/compress)")
     p.add_argument("--tolerance", type=float, default=None, help="metric points a variant may lose (default 1.0)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for every runtime (default: 2)")
@@ -45,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.list:
         for name in resolve(None):
-            fn = METHODS[name]
-            print(f"{name:20s} {(fn.__doc__ or '').strip().splitlines()[0]}")
+            *first, last = name.split(">")
+            doc = (METHODS[last].__doc__ or last).strip().splitlines()[0]
+            print(f"{name:36s} {'the ' + first[-1] + ' variant, then: ' if first else ''}{doc}")
         return 0
     from ..errors import ConfigError
 

@@ -131,7 +131,7 @@ def _mean(values: list[float]) -> Optional[float]:
     return sum(values) / len(values) if values else None
 
 
-@register("distill", trains=True, logits=True)
+@register("distill", trains=True, logits=True, gives_model=True)
 def distill(ctx: Context, out: Path) -> dict:
     """Student from every other teacher layer (or ``student_layers``), distilled on the training rows."""
     cfg = ctx.cfg

@@ -47,7 +47,7 @@ def _encoder_linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.startswith(prefix + ".")]
 
 
-@register("prune-magnitude", trains=True, logits=True)
+@register("prune-magnitude", trains=True, logits=True, gives_model=True)
 def prune_magnitude(ctx: Context, out: Path) -> dict:
     """Zero the ``sparsity`` fraction of smallest encoder Linear weights (global ranking), then recover.
 
@@ -145,7 +145,7 @@ def linear_shapes(model: nn.Module) -> dict[str, list[int]]:
     return {n: [m.out_features, m.in_features] for n, m in _encoder_linears(model)}
 
 
-@register("prune-structured", trains=True, logits=True)
+@register("prune-structured", trains=True, logits=True, gives_model=True)
 def prune_structured(ctx: Context, out: Path) -> dict:
     """Remove ``head_fraction`` of the heads and ``ffn_fraction`` of the FFN neurons per layer, then recover."""
     cfg = ctx.cfg

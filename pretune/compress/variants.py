@@ -26,7 +26,7 @@ from ..files import atomic_path, write_json
 from ..metrics import higher_is_better
 from ..tasks import load_labelled
 from .gate import gate, gate_metric, pareto_front
-from .registry import METHODS, Context, info, resolve
+from .registry import CHAIN, METHODS, Context, folder_name, info, prefixes, resolve, steps
 
 log = logging.getLogger("pretune")
 
@@ -131,14 +131,24 @@ def compress(model_dir: str | os.PathLike, data: str, *, train: Optional[str] = 
     source = bench(folder, data, text=text, text_pair=text_pair, label=label, cfg=_bench_cfg(cfg))
     write_json(out / files.SOURCE_BENCH, source)
     _log_bench("source (pytorch fp32)", source)
-    variants = []
+    variants: list[dict] = []
     for name in names:
         if deadline is not None and time.time() >= deadline:
             log.warning("%s: skipped: the time budget ran out before it started", name)
-            variants.append({"name": name, "folder": str(out / name), "status": "skipped",
+            variants.append({"name": name, "folder": str(out / folder_name(name)), "status": "skipped",
                              "reason": "the time budget ran out before it started"})
             continue
-        variants.append(_run_method(name, ctx, out, data, text, text_pair, label, bool(train)))
+        step_ctx = ctx
+        if CHAIN in name:  # the last step starts from the chain's prefix, a variant built and gated before it
+            base = next(v for v in variants if v["name"] == prefixes(name)[-1])
+            why = _cannot_go_on(base, source, cfg.tolerance)
+            if why:
+                log.warning("%s: skipped: %s", name, why)
+                variants.append({"name": name, "folder": str(out / folder_name(name)), "status": "skipped",
+                                 "reason": why, "chain": steps(name)})
+                continue
+            step_ctx = _from_variant(ctx, Path(base["folder"]))
+        variants.append(_run_method(name, step_ctx, out, data, text, text_pair, label, bool(train)))
     cols = {"text": text, "text_pair": text_pair, "label": label}
     if deadline is not None and time.time() >= deadline and cfg.latency_rounds:
         log.warning("latency rounds skipped: the time budget ran out; each latency is a single timing")
@@ -222,19 +232,43 @@ def _retime_latency(source: dict, variants: list[dict], data: str, cols: dict, c
         log.info("  %-20s p50 %.2f ms (rounds: %s)", name, lat["p50"], ", ".join(f"{x:.2f}" for x in lat["round_p50s"]))
 
 
+def _cannot_go_on(base: dict, source: dict, tolerance: float) -> Optional[str]:
+    """Why a chain cannot go on from its prefix ``base`` (gated here against the source), or None."""
+    if base.get("status") in ("failed", "skipped"):
+        return f"its step {base['name']} {base['status']} ({base.get('error') or base.get('reason')})"
+    gate(base, source, tolerance)
+    if base["status"] == "rejected":
+        return f"its step {base['name']} did not pass the accuracy gate ({base['reason']})"
+    return None
+
+
+def _from_variant(ctx: Context, folder: Path) -> Context:
+    """``ctx`` with the model of a variant folder as the one to compress (a chain's next step starts there)."""
+    from ..models import load_finetuned
+    from .formats import load_torch_variant, read_manifest
+
+    manifest = read_manifest(folder)
+    model = load_finetuned(folder)[0] if manifest["format"] == "hf" else load_torch_variant(folder, manifest)
+    return replace(ctx, source=folder, model=model.eval())
+
+
 def _run_method(name: str, ctx: Context, out: Path, data: str, text, text_pair, label, has_train: bool) -> dict:
-    """Build and bench one variant; any failure becomes a one-line record instead of an exception."""
-    entry: dict = {"name": name, "folder": str(out / name)}
+    """Build and bench one variant (a method, or a chain's last step on ``ctx``, its prefix's model); any failure
+    becomes a one-line record instead of an exception."""
+    folder = out / folder_name(name)
+    entry: dict = {"name": name, "folder": str(folder)}
+    if CHAIN in name:
+        entry["chain"] = steps(name)
     started = time.time()
     try:
         if info(name).needs_rows and not has_train:
             raise PretuneError(f"{name} needs training rows: pass --train FILE")
-        with atomic_path(out / name) as tmp:
+        with atomic_path(folder) as tmp:
             tmp.mkdir()
-            entry["facts"] = METHODS[name](ctx, tmp)
+            entry["facts"] = METHODS[steps(name)[-1]](ctx, tmp)
         entry["build_seconds"] = time.time() - started
-        entry["bench"] = bench(out / name, data, text=text, text_pair=text_pair, label=label,
-                               output=out / name, cfg=_bench_cfg(ctx.cfg))
+        entry["bench"] = bench(folder, data, text=text, text_pair=text_pair, label=label,
+                               output=folder, cfg=_bench_cfg(ctx.cfg))
         entry["status"] = "measured"
         _log_bench(name, entry["bench"])
     except Exception as e:  # one method's failure must not stop the others; a bug keeps its type name

@@ -117,7 +117,8 @@ def variant_table(variants: dict) -> tuple[list[str], list[list[str]]]:
     rows = [_bench_row("source (PyTorch fp32)", "baseline", src, metric, 0.0, "source" in front, "")]
     for v in variants.get("variants") or []:
         note = v.get("reason") or v.get("error") or ""
-        rows.append(_bench_row(v["name"], v.get("status", "-"), v.get("bench"), metric, v.get("points_lost"),
+        name = " → ".join(v["chain"]) if v.get("chain") else v["name"]  # a chain: its steps in order
+        rows.append(_bench_row(name, v.get("status", "-"), v.get("bench"), metric, v.get("points_lost"),
                                v.get("pareto", False), note))
     return head, rows
 
