@@ -150,7 +150,8 @@ def lora(model: nn.Module, cfg: RunConfig) -> nn.Module:
 def qlora(model: nn.Module, cfg: RunConfig) -> nn.Module:
     """LoRA on a base whose Linear weights were loaded as 4-bit NF4 with double quantization (Dettmers et al.,
     2023; ``load_for_task(..., four_bit_on=device)``): the frozen base takes about a quarter of its bf16 memory
-    and the adapters, the norms and a new head train in full precision. ``check_qlora`` refuses it before
+    and the adapters and a new head train in full precision (``prepare_model_for_kbit_training`` freezes the
+    base, norms included, and casts the norms to fp32). ``check_qlora`` refuses it before
     anything loads where it cannot run."""
     from peft import prepare_model_for_kbit_training
 

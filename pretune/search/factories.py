@@ -98,7 +98,7 @@ def make_sampler(name: str, seed: int, params: dict[str, Param], multi: bool = F
 
 
 def make_pruner(name: Optional[str], multi: bool, grace: GracePeriod = GracePeriod()) -> optuna.pruners.BasePruner:
-    """Build a pruner by name; ``None`` means ASHA, or none for multi-objective studies.
+    """Build a pruner by name; ``None`` means none (pruning is opt-in: ``pruner_name``).
 
     Args:
         grace: how long each trial trains before the pruner may judge it.
