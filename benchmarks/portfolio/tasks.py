@@ -349,8 +349,10 @@ def _jsonl_text(rows: list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
-def build(task: Task, seed: int, data_dir: Path = DATA) -> tuple[list[dict], list[dict], dict]:
-    """(train rows, dev rows, counts) of ``task``'s subset for ``seed``, in memory."""
+def build(task: Task, seed: int, data_dir: Path = DATA, max_train: int = MAX_TRAIN) -> tuple[list[dict], list[dict],
+                                                                                          dict]:
+    """(train rows, dev rows, counts) of ``task``'s subset for ``seed``, in memory (at most ``max_train`` training
+    rows: the matrix's subsets; a larger number keeps the whole de-duplicated training pool)."""
     src = task.read(data_dir)
     counts: Counter = Counter(source_train=len(src.train))
     train = _dedupe(_clean_rows(src.train, counts, "train"), task.kind, counts, "train")
@@ -364,7 +366,7 @@ def build(task: Task, seed: int, data_dir: Path = DATA) -> tuple[list[dict], lis
         dev = [r for r in dev if _key(r) not in seen]
     counts["train_pool"], counts["dev_pool"] = len(train), len(dev)
     by_class = task.kind == "classification"
-    train = stratified_sample(train, MAX_TRAIN, _rng(task, seed, "train"), by_class)
+    train = stratified_sample(train, max_train, _rng(task, seed, "train"), by_class)
     dev = stratified_sample(dev, MAX_DEV, _rng(task, seed, "dev"), by_class)
     if by_class:
         classes = {r["label"] for r in train}

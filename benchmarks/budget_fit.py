@@ -1,0 +1,156 @@
+"""A user's budget is a constraint to plan within: ``pretune run --budget T`` where T is what one hand-set
+fine-tune took.
+
+For each task (whole training pools of 2,500-8,500 rows, ``benchmarks/portfolio/tasks.py``: quirks handled,
+duplicates across splits dropped), in one invocation:
+1. the hand-set fine-tune: the Trainer script of ``benchmarks/whole_process.py`` (its documentation's recipe at
+   its best settings here: 3 epochs, lr 5e-5, batch 32, weight decay 0.01, 6% warmup, linear decay, an
+   evaluation per epoch and the best one kept), on the packaged all-MiniLM-L6-v2, timed from the command to its
+   exit: T seconds, dev accuracy A;
+2. ``pretune run --model minilm --budget T`` on the same rows and dev set (the whole job: plan, search, compress,
+   bench, report), timed the same way.
+
+It prints, per task, T, pretune's wall time as a share of T (target <= 1.05), the Trainer's and pretune's best dev
+accuracy (target: pretune >= Trainer), and what pretune's plan lowered. Run from the repository root:
+
+    PYTHONPATH=. python benchmarks/budget_fit.py --tasks trec,mrpc --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from benchmarks.portfolio import tasks as matrix_tasks  # noqa: E402
+
+HPARAMS = dict(epochs=3, lr=5e-5, batch_size=32, max_length=128, seed=42)
+
+
+def trainer_main(train: str, dev: str, out: str, threads: int, pair: bool) -> None:
+    """The hand-set fine-tune (run in its own process by ``main``)."""
+    import re
+
+    import numpy as np
+    import torch
+    from datasets import load_dataset
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
+                              TrainingArguments)
+
+    from pretune.models import packaged_minilm
+
+    torch.set_num_threads(threads)
+    model_dir = str(packaged_minilm())
+    bf16 = bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", Path("/proc/cpuinfo").read_text()))
+    data = load_dataset("json", data_files={"train": train, "dev": dev})
+    labels = sorted({str(x) for x in data["train"]["label"]})
+    index = {name: i for i, name in enumerate(labels)}
+    tok = AutoTokenizer.from_pretrained(model_dir)
+
+    def encode(batch):
+        args = (batch["text"], batch["text_pair"]) if pair else (batch["text"],)
+        enc = tok(*args, truncation=True, max_length=HPARAMS["max_length"])
+        enc["labels"] = [index[str(x)] for x in batch["label"]]
+        return enc
+
+    data = data.map(encode, batched=True, remove_columns=data["train"].column_names)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=len(labels),
+                                                               attn_implementation="sdpa")
+
+    def accuracy(p):
+        return {"accuracy": float((np.argmax(p.predictions, -1) == p.label_ids).mean())}
+
+    steps = -(-len(data["train"]) // HPARAMS["batch_size"]) * HPARAMS["epochs"]
+    args = TrainingArguments(
+        output_dir=out, num_train_epochs=HPARAMS["epochs"], learning_rate=HPARAMS["lr"],
+        per_device_train_batch_size=HPARAMS["batch_size"], per_device_eval_batch_size=128, weight_decay=0.01,
+        warmup_steps=int(np.ceil(0.06 * steps)), lr_scheduler_type="linear", optim="adamw_torch_fused",
+        train_sampling_strategy="group_by_length", bf16=bf16, use_cpu=True, eval_strategy="epoch",
+        save_strategy="epoch", save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="accuracy",
+        report_to="none", seed=HPARAMS["seed"], disable_tqdm=True, logging_steps=50)
+    trainer = Trainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["dev"],
+                      data_collator=DataCollatorWithPadding(tok), compute_metrics=accuracy)
+    trainer.train()
+    trainer.save_model(str(Path(out) / "model"))
+    Path(out, "result.json").write_text(json.dumps({"accuracy": trainer.state.best_metric, "bf16": bf16}))
+
+
+def timed(cmd: list[str], log: Path) -> float:
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:5])} failed; see {log}")
+    return seconds
+
+
+def write_task(name: str, work: Path) -> tuple[Path, Path, bool, dict]:
+    task = matrix_tasks.TASKS[name]
+    train, dev, counts = matrix_tasks.build(task, seed=0, max_train=10**9)  # the whole de-duplicated pool
+    folder = work / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, rows in (("train", train), ("dev", dev)):
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return folder / "train.jsonl", folder / "dev.jsonl", task.pair, counts
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", default="trec,mrpc")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--workdir", default="bench-out/budget-fit")
+    p.add_argument("--trainer-worker", nargs=5, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.trainer_worker:
+        train, dev, out, threads, pair = args.trainer_worker
+        trainer_main(train, dev, out, int(threads), pair == "pair")
+        return 0
+
+    work = Path(args.workdir)
+    rows = []
+    for name in args.tasks.split(","):
+        train, dev, pair, counts = write_task(name, work / "data")
+        out = work / name / "trainer"
+        out.mkdir(parents=True, exist_ok=True)
+        budget = timed([sys.executable, __file__, "--trainer-worker", str(train), str(dev), str(out),
+                        str(args.threads), "pair" if pair else "single"], out.parent / "trainer.log")
+        trainer_acc = json.loads((out / "result.json").read_text())["accuracy"]
+        run_dir = work / name / "pretune"
+        cmd = [sys.executable, "-m", "pretune", "run", "--model", "minilm", "--train", str(train), "--eval",
+               str(dev), "--text", "text", "--label", "label", "--budget", f"{budget:.0f}s", "--output",
+               str(run_dir), "--overwrite", "--threads", str(args.threads), "data.max_length=128",
+               "train.progress=false"]
+        if pair:
+            cmd[cmd.index("--label"):cmd.index("--label")] = ["--text-pair", "text_pair"]
+        wall = timed(cmd, work / name / "pretune.log")
+        state = json.loads((run_dir / "run.json").read_text())
+        search = json.loads((run_dir / "search" / "results.json").read_text())
+        best = search["best_values"][0]
+        row = {"task": name, "train_rows": counts["train"], "dev_rows": counts["dev"], "budget_s": round(budget, 1),
+               "pretune_s": round(wall, 1), "share": round(wall / budget, 3), "trainer_acc": trainer_acc,
+               "pretune_acc": best, "trials": search.get("counts"),
+               "lowered": (state["plan"].get("fidelity") or {}).get("lowered", []),
+               "stages_s": {k: v.get("seconds") for k, v in state["stages"].items()}}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(f"\n`PYTHONPATH=. python benchmarks/budget_fit.py --tasks {args.tasks} --threads {args.threads}`\n")
+    print("| task | train rows | dev rows | Trainer 3 epochs = budget (s) | pretune run (s) | share of budget "
+          "| Trainer dev acc | pretune dev acc | lowered |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['task']} | {r['train_rows']:,} | {r['dev_rows']} | {r['budget_s']:.0f} | {r['pretune_s']:.0f} | "
+              f"{r['share']:.2f} | {100 * r['trainer_acc']:.2f}% | {100 * r['pretune_acc']:.2f}% | "
+              f"{'; '.join(r['lowered']) or 'nothing'} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
