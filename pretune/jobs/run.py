@@ -142,9 +142,13 @@ def _trial_seconds(est, cfg: RunConfig, epochs: float, rows: int) -> float:
 
 
 def lower_fidelity(est, cfg: RunConfig, epochs: float, usable_s: float, want: int) -> Optional[dict[str, Any]]:
-    """The highest trial fidelity at which ``want`` trials fit in ``usable_s`` search seconds, lowering first the
-    epochs (to one: all rows seen once teach more than a subset seen several times), then the training rows (a
-    seeded subset, at least ``MIN_ROWS``). Fewer trials are planned before fewer rows than ``MIN_ROWS``.
+    """The highest trial fidelity at which the default trial and some portfolio trials fit in ``usable_s`` search
+    seconds. In this order, each only when the one before is not enough:
+
+    1. the epochs, down to one, for ``want`` trials (all rows seen once teach more than a subset seen several
+       times for the same compute);
+    2. fewer trials, down to two (the default and one portfolio entry), still on every row;
+    3. a seeded subset of the training rows (at least ``MIN_ROWS``), for two trials, then for one.
 
     ``max_length`` is not lowered: it truncates the eval rows too, so the scores would stop being comparable with
     a full-length run, and with length-grouped dynamic padding it saves time only on the rows longer than the cut.
@@ -154,28 +158,40 @@ def lower_fidelity(est, cfg: RunConfig, epochs: float, usable_s: float, want: in
         or None when not even one trial of one epoch on ``MIN_ROWS`` rows fits.
     """
     rows = est.train_rows
-    for n in range(want, 0, -1):
-        budget = usable_s / n
+    if cfg.train.max_steps:  # a fixed step count: neither the epochs nor the rows shorten a trial
+        return None
+
+    def at_epochs(n: int) -> Optional[dict[str, Any]]:
+        fits = [k for k in range(1, math.floor(epochs) + 1) if _trial_seconds(est, cfg, k, rows) * n <= usable_s]
+        if not fits and not (epochs < 1 and _trial_seconds(est, cfg, epochs, rows) * n <= usable_s):
+            return None
         out: dict[str, Any] = {"trials": n, "lowered": []}
-        e = epochs
-        if not cfg.train.max_steps and epochs > 1:
-            fits = [k for k in range(1, math.floor(epochs) + 1) if _trial_seconds(est, cfg, k, rows) <= budget]
-            e = max(fits, default=1)
-            if e < epochs:
-                out["epochs"] = e
-                out["lowered"].append(f"epochs fixed at {e} (the search space's mean was {epochs:g})")
-        if _trial_seconds(est, cfg, e, rows) <= budget:
+        if fits and max(fits) < epochs:
+            out["epochs"] = max(fits)
+            out["lowered"].append(f"epochs fixed at {max(fits)} (the search space's mean was {epochs:g})")
+        return out
+
+    for n in range(want, min(2, want) - 1, -1):
+        out = at_epochs(n)
+        if out is not None:
+            if n < want:
+                out["lowered"].append(f"{n} trials planned rather than {want}, each on every training row")
             return out
-        if cfg.train.max_steps:
-            return None  # a fixed step count cannot be shortened by the rows or epochs
-        # rows: trial seconds grow linearly in the rows, so solve for the count that fits
+    e = 1 if epochs >= 1 else epochs
+    for n in sorted({min(2, want), 1}, reverse=True):
+        budget = usable_s / n
         lo_s, hi_s = _trial_seconds(est, cfg, e, 0), _trial_seconds(est, cfg, e, rows)
         fit = math.floor(rows * (budget - lo_s) / (hi_s - lo_s)) if hi_s > lo_s else rows
         while fit > 0 and _trial_seconds(est, cfg, e, fit) > budget:  # evaluations are whole: step down
             fit = math.floor(fit * 0.95)
         if fit >= min(MIN_ROWS, rows):
-            out["max_train_samples"] = fit
-            out["lowered"].append(f"training rows: a seeded subset of {fit:,} of {rows:,}")
+            out = {"trials": n, "lowered": [], "max_train_samples": min(fit, rows)}
+            if e < epochs:
+                out["epochs"] = e
+                out["lowered"].append(f"epochs fixed at {e} (the search space's mean was {epochs:g})")
+            if n < want:
+                out["lowered"].append(f"{n} trial{'s' if n > 1 else ''} planned rather than {want}")
+            out["lowered"].append(f"training rows: a seeded subset of {out['max_train_samples']:,} of {rows:,}")
             return out
     return None
 

@@ -65,7 +65,7 @@ def test_trained_methods_only_when_they_fit(cfg, monkeypatch):
     assert pipeline.make_plan(cfg, 300.0)["methods"] == ["onnx"]  # the user's choice stands
 
 
-def test_a_tight_budget_lowers_the_epochs_first_then_the_rows(cfg, monkeypatch):
+def test_a_tight_budget_lowers_the_epochs_then_the_trial_count_then_the_rows(cfg, monkeypatch):
     # 2,000 rows; the space's mean is 2.5 epochs: 0.06 s a step -> one trial is about 16 s of steps
     monkeypatch.setattr("pretune.jobs.estimate.estimate", fake_estimate(step_s=0.06, rows=2000))
     plenty = pipeline.make_plan(cfg, 600.0)
@@ -82,14 +82,21 @@ def test_a_tight_budget_lowers_the_epochs_first_then_the_rows(cfg, monkeypatch):
     assert "plan: fidelity lowered so that 3 trials fit the search's share: epochs fixed at 1" in \
         pipeline.describe_plan(plan)[-1]
 
-    # Room for three one-epoch trials on about half the rows: a seeded subset of about 1,000.
-    half = pipeline._trial_seconds(fake_estimate(step_s=0.06, rows=2000)(cfg), cfg, 1, 1000)
+    # Room for three one-epoch trials on about half the rows: two trials on every row come before a subset.
+    est = fake_estimate(step_s=0.06, rows=2000)(cfg)
+    half = pipeline._trial_seconds(est, cfg, 1, 1000)
     plan = pipeline.make_plan(cfg, (3 * half + 2.0 + 0.02) / pipeline.SEARCH_SHARE + pipeline.RESERVE_S + 0.02)
-    assert plan["fidelity"]["epochs"] == 1 and plan["fidelity"]["trials"] == 3
+    assert plan["fidelity"] == {"trials": 2, "epochs": 1, "lowered": [
+        "epochs fixed at 1 (the search space's mean was 2.5)", "2 trials planned rather than 3, each on every "
+        "training row"]}
+
+    # Room for two one-epoch trials on about half the rows: a seeded subset of about 1,000.
+    plan = pipeline.make_plan(cfg, (2 * half + 2.0 + 0.02) / pipeline.SEARCH_SHARE + pipeline.RESERVE_S + 0.02)
+    assert plan["fidelity"]["epochs"] == 1 and plan["fidelity"]["trials"] == 2
     assert 950 <= plan["fidelity"]["max_train_samples"] <= 1050
-    assert plan["fidelity"]["lowered"][1] == f"training rows: a seeded subset of " \
-                                             f"{plan['fidelity']['max_train_samples']:,} of 2,000"
-    assert plan["n_trials_fit"] >= 3
+    assert plan["fidelity"]["lowered"][-1] == f"training rows: a seeded subset of " \
+                                              f"{plan['fidelity']['max_train_samples']:,} of 2,000"
+    assert plan["n_trials_fit"] >= 2
 
     # The lowered fidelity is what the search runs: the rows subset, the epochs out of the space.
     search_cfg = pipeline.apply_fidelity(cfg, plan)
