@@ -8,7 +8,8 @@
 
 Every error is a one-line JSON object, ``{"error": "..."}``, with a 4xx status for a bad request (400 malformed
 JSON, 401 no or wrong token, 404/405 no such route, 413 body too large, 415 not JSON, 422 a missing field, an
-empty list, too many texts, an empty or refused text), 503 while loading or shutting down, and 500 for a bug
+empty list, too many texts, an empty or refused text), 503 while loading, when --max-queue texts wait already or
+while shutting down, and 500 for a bug
 (logged with its traceback). No route loads a path or runs code named by a request: the model is fixed at start.
 
 No ``from __future__ import annotations`` here: FastAPI reads the routes' annotations (``request: Request``), and
@@ -24,7 +25,7 @@ from contextlib import asynccontextmanager
 from typing import Callable, Optional
 
 from ..errors import ModelError, PretuneError, require
-from .batching import Batcher, BatcherClosed
+from .batching import Batcher, BatcherClosed, BatcherFull
 from .config import ServeConfig
 from .metrics import CONTENT_TYPE, ServeMetrics
 from .model import ServedModel, Target, load
@@ -119,7 +120,8 @@ class _State:
         self.cfg, self.target = cfg, target
         self.model: Optional[ServedModel] = None
         self.failed: Optional[str] = None
-        self.batcher = Batcher(self._predict, max_batch_size=cfg.max_batch_size, max_wait_s=cfg.max_wait_ms / 1000)
+        self.batcher = Batcher(self._predict, max_batch_size=cfg.max_batch_size, max_wait_s=cfg.max_wait_ms / 1000,
+                               max_queue=cfg.max_queue)
         self.metrics = ServeMetrics(target.info(), lambda: self.batcher.queue_depth)
         self.batcher.on_batch = self.metrics.batch_done
 
@@ -292,8 +294,8 @@ def create_app(cfg: ServeConfig, target: Target, on_fatal: Optional[Callable[[Ba
             return error(e.status, str(e))
         except PretuneError as e:  # the task's checks of the texts
             return error(422, str(e))
-        except BatcherClosed as e:
-            return error(503, str(e))
+        except (BatcherClosed, BatcherFull) as e:
+            return JSONResponse({"error": str(e)}, status_code=503, headers={"Retry-After": "1"})
         except ClientDisconnect:  # gone before its body arrived
             rows = None
         if rows is None:

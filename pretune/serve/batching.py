@@ -33,6 +33,10 @@ class BatcherClosed(RuntimeError):
     """The server is shutting down and takes no new texts."""
 
 
+class BatcherFull(RuntimeError):
+    """So many texts wait already that new ones would only time out."""
+
+
 @dataclass(eq=False)
 class _Request:
     future: asyncio.Future
@@ -56,14 +60,16 @@ class Batcher:
         predict: runs the model on a list of payloads and returns one result per payload; called in a thread.
         max_batch_size: texts per model call at most.
         max_wait_s: how long the oldest waiting text waits for others before its batch runs.
+        max_queue: texts waiting at most; a request that would exceed it is refused (None: no limit).
         on_batch: ``(texts, seconds)`` after each model call (metrics).
     """
 
     def __init__(self, predict: Callable[[list], list], *, max_batch_size: int, max_wait_s: float,
-                 on_batch: Optional[Callable[[int, float], None]] = None):
+                 max_queue: Optional[int] = None, on_batch: Optional[Callable[[int, float], None]] = None):
         self.predict = predict
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
+        self.max_queue = max_queue
         self.on_batch = on_batch
         self._queue: deque[_Item] = deque()
         self._closing = False
@@ -90,10 +96,14 @@ class Batcher:
 
         Raises:
             BatcherClosed: the server is shutting down.
+            BatcherFull: ``max_queue`` texts wait already.
             Exception: what ``predict`` raised for this request's texts.
         """
         if self._closing or self._task is None:
             raise BatcherClosed("the server is shutting down")
+        if self.max_queue is not None and len(self._queue) + len(payloads) > self.max_queue:
+            raise BatcherFull(f"the server is busy: {len(self._queue)} texts wait already (--max-queue "
+                              f"{self.max_queue}); retry later")
         if not payloads:
             return []
         loop = asyncio.get_running_loop()

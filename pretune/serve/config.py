@@ -25,6 +25,7 @@ class ServeConfig:
     on_long: str = "truncate"  # a text over max_length: truncate (token classification: windows) or refuse
     max_body_bytes: int = 1_000_000
     max_texts: int = 256  # texts per request
+    max_queue: int = 4096  # texts waiting for the model at most; more: 503, retry later
     token: Optional[str] = None  # bearer token required on every route but /health
     threads: int = 2  # CPU threads of the model, per worker
     device: str = "cpu"
@@ -47,7 +48,7 @@ def check(cfg: ServeConfig) -> None:
     """
     problems = []
     for name, low in (("workers", 1), ("max_batch_size", 1), ("max_body_bytes", 64), ("max_texts", 1),
-                      ("threads", 1), ("max_length", 2)):
+                      ("max_queue", 1), ("threads", 1), ("max_length", 2)):
         value = getattr(cfg, name)
         if value is not None and value < low:
             problems.append(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
@@ -56,6 +57,9 @@ def check(cfg: ServeConfig) -> None:
             problems.append(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
     if not 0 <= cfg.port <= 65535:
         problems.append(f"--port must be 0..65535, got {cfg.port}")
+    if cfg.max_queue < cfg.max_texts:
+        problems.append(f"--max-queue {cfg.max_queue} is below --max-texts {cfg.max_texts}: a full request could "
+                        "never be queued")
     if cfg.on_long not in ON_LONG:
         problems.append(f"--on-long must be one of {', '.join(ON_LONG)}, got {cfg.on_long!r}")
     if cfg.token is not None and not cfg.token.strip():

@@ -152,3 +152,23 @@ def test_metrics_render_prometheus_text():
     assert "pretune_serve_queue_depth 3" in text and "pretune_serve_requests_in_flight 1" in text
     assert 'pretune_serve_model_info{model="runs/\\"x\\"\\\\y",variant="onnx"} 1' in text
     assert text.count("# TYPE") == 8 and text.endswith("\n")
+
+
+def test_a_full_queue_refuses_new_texts_and_takes_them_again_once_it_drains():
+    from pretune.serve.batching import BatcherFull
+
+    model = Model()
+
+    async def main():
+        b = Batcher(model, max_batch_size=4, max_wait_s=0.05, max_queue=5)
+        b.start()
+        first = asyncio.ensure_future(b.submit(["a", "b", "c"], [1, 1, 1]))
+        await asyncio.sleep(0)  # it is queued
+        with pytest.raises(BatcherFull, match="3 texts wait already"):
+            await b.submit(["d", "e", "f"], [1, 1, 1])
+        rows = await first
+        later = await b.submit(["d", "e", "f"], [1, 1, 1])
+        await b.close()
+        return rows, later
+
+    assert run(main()) == (["row of a", "row of b", "row of c"], ["row of d", "row of e", "row of f"])

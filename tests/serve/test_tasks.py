@@ -29,8 +29,8 @@ def client_for(folder, **settings):
     client = TestClient(create_app(cfg, inspect(cfg.path, cfg.max_length)))
     client.__enter__()  # runs the lifespan: the model loads in the background
     deadline = time.monotonic() + 120
-    while client.get("/health").status_code != 200:
-        assert time.monotonic() < deadline and client.get("/health").json()["status"] == "loading"
+    while (health := client.get("/health")).status_code != 200:
+        assert time.monotonic() < deadline and health.status_code == 503 and health.json()["status"] == "loading"
         time.sleep(0.05)
     return client
 
