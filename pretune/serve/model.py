@@ -14,7 +14,9 @@ ones ``pretune predict`` writes for the same task (classification: ``label`` and
 
 from __future__ import annotations
 
+import copy
 import logging
+import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Optional
@@ -79,7 +81,8 @@ def inspect(path: str, max_length: Optional[int] = None) -> Target:
 
 
 class ServedModel:
-    """A loaded model answering lists of texts with its task's rows; ``predict`` runs in one thread at a time."""
+    """A loaded model answering lists of texts with its task's rows. ``predict`` runs in one thread at a time (the
+    model's); ``prepare`` in any thread."""
 
     def __init__(self, target: Target, cfg: ServeConfig):
         from ..bench.runtimes import load_runner  # every format compress writes
@@ -91,6 +94,11 @@ class ServedModel:
         self.task = tasks.get(target.spec.task)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.on_long = cfg.on_long
+        # A fast tokenizer keeps its truncation setting in shared state that each call may change: the requests'
+        # threads count tokens untruncated with a copy of their own, one at a time, while the model's thread
+        # encodes truncated with the original (shared, a text could reach the model untruncated).
+        self._counting = copy.deepcopy(self.tokenizer)
+        self._counting_lock = threading.Lock()
 
     def info(self) -> dict[str, str]:
         return {**self.target.info(), "backend": self.runner.backend}
@@ -111,8 +119,9 @@ class ServedModel:
             ConfigError: a text pair for a task that reads one sequence.
         """
         examples, cfg = self._examples(texts, pairs)
-        enc = self.task.encode(examples, self.tokenizer, replace(cfg, max_length=MEASURE_LENGTH), None, None,
-                               self.target.spec)
+        with self._counting_lock:
+            enc = self.task.encode(examples, self._counting, replace(cfg, max_length=MEASURE_LENGTH), None, None,
+                                   self.target.spec)
         inputs = enc.inputs if enc.inputs is not None else np.arange(len(enc))
         lengths = np.bincount(inputs, weights=enc.lengths, minlength=len(texts)).astype(int).tolist()
         if self.on_long == "refuse":
