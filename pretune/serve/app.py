@@ -196,7 +196,90 @@ async def _submit_watching(request, batcher: Batcher, payloads, lengths) -> Opti
     return work.result()
 
 
-def create_app(cfg: ServeConfig, target: Target, on_fatal: Optional[Callable[[BaseException], None]] = None,
+async def _load_model(state: _State, on_fatal) -> None:
+    """Load and warm up the model in the model's thread; a failure goes to ``on_fatal`` (else the log)."""
+    try:
+        state.model = await state.batcher.run_in_model_thread(load, state.target, state.cfg)
+        state.metrics.info = state.model.info()
+    except Exception as e:  # a bad folder, a runtime that will not start: the server cannot serve
+        log.debug("the model could not be loaded", exc_info=True)  # the traceback, with --verbose
+        error = e if isinstance(e, PretuneError) else ModelError(
+            f"{state.target.path}: the model could not be loaded ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200] if str(e) else ''})")
+        state.failed = str(error)
+        if on_fatal is not None:
+            on_fatal(error)
+        else:
+            log.error("%s", error)
+
+
+def _lifespan(state: _State, on_fatal, load_first: bool):
+    @asynccontextmanager
+    async def lifespan(app):
+        state.batcher.start()
+        loading = asyncio.ensure_future(_load_model(state, on_fatal))
+        if load_first:
+            await loading
+        yield
+        await loading
+        await state.batcher.close()  # uvicorn waits for requests in flight first; any texts left run now
+
+    return lifespan
+
+
+async def _predict(state: _State, request) -> tuple[int, Optional[dict], dict]:
+    """(status, JSON body or None, headers) of a /predict request."""
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import ClientDisconnect
+
+    cfg = state.cfg
+    if state.model is None:
+        return 503, {"error": "the model could not be loaded" if state.failed else
+                     "the model is loading; retry once GET /health answers 200"}, {}
+    try:
+        body = await read_body(request.stream(), request.headers.get("content-length"), cfg.max_body_bytes)
+        texts, pairs, single = parse_predict(body, request.headers.get("content-type"), cfg.max_texts)
+        lengths = await run_in_threadpool(state.model.prepare, texts, pairs)
+        rows = await _submit_watching(request, state.batcher, list(zip(texts, pairs or [None] * len(texts))),
+                                      lengths)
+    except ApiError as e:
+        return e.status, {"error": str(e)}, {}
+    except PretuneError as e:  # the task's checks of the texts
+        return 422, {"error": str(e)}, {}
+    except (BatcherClosed, BatcherFull) as e:
+        return 503, {"error": str(e)}, {"Retry-After": "1"}
+    except ClientDisconnect:  # gone before its body arrived
+        rows = None
+    if rows is None:
+        return 499, None, {}  # the client left; nobody reads this (nginx's "client closed request")
+    variant = state.target.located.variant
+    return 200, ({"result": rows[0]} if single else {"results": rows}) | {"variant": variant}, {}
+
+
+def _add_error_handlers(app) -> None:
+    """Framework errors (404, 405, 500) as one-line JSON too."""
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc: HTTPException):
+        return JSONResponse({"error": f"{request.method} {request.url.path}: {exc.detail}"},
+                            status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, exc: RequestValidationError):
+        first = (exc.errors() or [{}])[0]
+        where = ".".join(map(str, first.get("loc", ())))
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}"}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def bug(request, exc: Exception):  # the server logs it with its traceback
+        return JSONResponse({"error": f"internal error ({type(exc).__name__}); the server log has the details"},
+                            status_code=500)
+
+
+def create_app(cfg: ServeConfig, target: Target, on_fatal: Optional[Callable[[PretuneError], None]] = None,
                load_first: bool = False):
     """The FastAPI application serving ``target``.
 
@@ -213,59 +296,15 @@ def create_app(cfg: ServeConfig, target: Target, on_fatal: Optional[Callable[[Ba
     """
     require("fastapi", "serve", "pretune serve")
     from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response
-    from starlette.concurrency import run_in_threadpool
-    from starlette.exceptions import HTTPException
-    from starlette.requests import ClientDisconnect
 
     from .. import __version__
 
     state = _State(cfg, target)
-
-    async def load_model() -> None:
-        try:
-            state.model = await state.batcher.run_in_model_thread(load, target, cfg)
-            state.metrics.info = state.model.info()
-        except Exception as e:  # a bad folder, a runtime that will not start: the server cannot serve
-            log.debug("the model could not be loaded", exc_info=True)  # the traceback, with --verbose
-            error = e if isinstance(e, PretuneError) else ModelError(
-                f"{target.path}: the model could not be loaded ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
-            state.failed = str(error)
-            if on_fatal is not None:
-                on_fatal(error)
-            else:
-                log.error("%s", error)
-
-    @asynccontextmanager
-    async def lifespan(app):
-        state.batcher.start()
-        loading = asyncio.ensure_future(load_model())
-        if load_first:
-            await loading
-        yield
-        await loading
-        await state.batcher.close()  # uvicorn waits for requests in flight first; any texts left run now
-
-    app = FastAPI(title="pretune serve", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="pretune serve", version=__version__, lifespan=_lifespan(state, on_fatal, load_first),
                   description=f"Predictions of `{target.path}` (variant {target.located.variant}, "
                               f"{target.spec.task}) with dynamic batching.")
-
-    def error(status: int, message: str):
-        return JSONResponse({"error": message}, status_code=status)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException):
-        return error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}")
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError):
-        first = (exc.errors() or [{}])[0]
-        return error(422, f"{'.'.join(map(str, first.get('loc', ())))}: {first.get('msg', 'invalid request')}")
-
-    @app.exception_handler(Exception)
-    async def bug(request: Request, exc: Exception):  # logged with its traceback by the server
-        return error(500, f"internal error ({type(exc).__name__}); the server log has the details")
+    _add_error_handlers(app)
 
     @app.get("/health", summary="200 once the model is loaded and warmed up, 503 before")
     async def health():
@@ -281,27 +320,10 @@ def create_app(cfg: ServeConfig, target: Target, on_fatal: Optional[Callable[[Ba
               openapi_extra={"requestBody": {"required": True,
                                              "content": {"application/json": {"schema": PREDICT_BODY}}}})
     async def predict(request: Request):
-        if state.model is None:
-            return error(503, "the model could not be loaded" if state.failed else
-                         "the model is loading; retry once GET /health answers 200")
-        try:
-            body = await read_body(request.stream(), request.headers.get("content-length"), cfg.max_body_bytes)
-            texts, pairs, single = parse_predict(body, request.headers.get("content-type"), cfg.max_texts)
-            lengths = await run_in_threadpool(state.model.prepare, texts, pairs)
-            rows = await _submit_watching(request, state.batcher, list(zip(texts, pairs or [None] * len(texts))),
-                                          lengths)
-        except ApiError as e:
-            return error(e.status, str(e))
-        except PretuneError as e:  # the task's checks of the texts
-            return error(422, str(e))
-        except (BatcherClosed, BatcherFull) as e:
-            return JSONResponse({"error": str(e)}, status_code=503, headers={"Retry-After": "1"})
-        except ClientDisconnect:  # gone before its body arrived
-            rows = None
-        if rows is None:
-            return Response(status_code=499)  # the client left; nobody reads this (nginx's "client closed")
-        variant = state.target.located.variant
-        return {"result": rows[0], "variant": variant} if single else {"results": rows, "variant": variant}
+        status, body, headers = await _predict(state, request)
+        if body is None:
+            return Response(status_code=status)
+        return JSONResponse(body, status_code=status, headers=headers)
 
     app.add_middleware(_Guard, state=state)
     app.state.serve = state  # for tests and tools
