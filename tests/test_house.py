@@ -5,7 +5,7 @@
   library's verbosity setter.
 - No module outside ``cli/`` imports ``pretune.cli`` (the hidden cycle cli -> search -> runner -> cli).
 - Stages import only the stages before them: config -> data -> tasks -> models -> train -> jobs.fit -> search ->
-  compress -> bench -> report, with the shared modules (errors, files, runtime, metrics) below them all.
+  compress -> bench -> serve -> report, with the shared modules (errors, files, runtime, metrics) below them all.
 - ``pretune report`` works where torch cannot be imported at all.
 """
 
@@ -86,7 +86,7 @@ def test_no_library_module_parses_argv_or_sets_up_logging(module):
 # Each stage may import the shared modules and the stages listed before it, never one after it.
 SHARED = {"pretune", "pretune.errors", "pretune.files", "pretune.runtime", "pretune.metrics", "pretune._package",
           "pretune.config", "pretune.workers"}
-ORDER = ["data", "tasks", "models", "train", "jobs.fit", "search", "compress", "bench", "report", "jobs"]
+ORDER = ["data", "tasks", "models", "train", "jobs.fit", "search", "compress", "bench", "serve", "report", "jobs"]
 LATER_USES = {  # named exceptions, each a lazy import with its reason at the call site
     ("bench", "compress"),  # bench loads the variant formats compress writes (compress.formats)
     ("search", "bench"),  # a latency objective is measured with the bench harness

@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "run": "the whole job under a budget: search, best model, compress, bench, report",
     "demo": "the whole job offline on the packaged MiniLM, in a few minutes",
     "estimate": "predict one trial's time and peak memory from a short probe",
+    "serve": "serve predictions over HTTP with dynamic batching, health and Prometheus metrics",
     "report": "write a self-contained HTML report and a Markdown summary of a run",
     "portfolio": "build a search portfolio from your own finished searches",
 }

@@ -1,0 +1,171 @@
+"""The model a server answers with: loaded by the bench runtimes, read by its task, as ``pretune predict`` reads it.
+
+``inspect`` finds what a path names without loading weights (the folder, its variant, its task, the length
+limit), so that a bad path or an unservable model is a one-line error before the server starts.
+``ServedModel`` holds the runner and answers a list of texts with the task's rows:
+
+    texts ──task.read──▶ examples ──task.encode──▶ Encoded ──task.collate──▶ padded batch
+          ──runner.predict──▶ logits ──place_outputs──▶ outputs ──task.rows──▶ one row per text
+
+Every format ``pretune compress`` writes loads here (``pretune.bench.runtimes.load_runner``); the rows are the
+ones ``pretune predict`` writes for the same task (classification: ``label`` and ``probs``; regression:
+``prediction``; token classification: ``tokens``, ``tags`` and ``entities``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import numpy as np
+
+from .. import tasks
+from ..compress.formats import Located, locate  # what compress writes: serve loads the recommended variant
+from ..config import DataConfig
+from ..data import Table, place_outputs
+from ..errors import ConfigError, DataError, ModelError
+from .config import DEFAULT_MAX_LENGTH, ServeConfig
+
+log = logging.getLogger("pretune.serve")
+MEASURE_LENGTH = 1 << 30  # encode without truncation, to count a text's tokens
+Payload = tuple[str, Optional[str]]  # (text, text pair or None)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a server path names: the folder and variant to load, the model's task, and the length limit."""
+
+    path: str
+    located: Located
+    spec: tasks.TaskSpec
+    max_length: int
+
+    def info(self) -> dict[str, str]:
+        return {"model": self.path, "variant": self.located.variant, "format": self.located.format,
+                "task": self.spec.task}
+
+
+def inspect(path: str, max_length: Optional[int] = None) -> Target:
+    """The folder ``path`` names (``compress.formats.locate``), its task and the token limit, without the weights.
+
+    Raises:
+        ModelError: no model there. ConfigError: a task whose answer is generated text, or a --max-length over
+            the model's positions.
+    """
+    from transformers import AutoConfig
+
+    located = locate(path)
+    if not (located.folder / "config.json").is_file():
+        raise ModelError(f"{located.folder}: no config.json; pretune serve loads model and variant folders")
+    try:
+        config = AutoConfig.from_pretrained(str(located.folder))
+    except (ValueError, OSError) as e:
+        raise ModelError(f"{located.folder}: cannot read config.json ({str(e).splitlines()[0]})") from None
+    spec = tasks.spec_from_config(config)
+    task = tasks.get(spec.task)
+    if task.generates or task.forward is not None:
+        servable = ", ".join(n for n in tasks.names() if not tasks.get(n).generates)
+        raise ConfigError(f"{path}: a {spec.task} model writes text, which pretune serve does not do (use pretune "
+                          f"generate); it serves {servable} models")
+    limit = getattr(config, "max_position_embeddings", None)
+    if max_length is None:
+        max_length = min(DEFAULT_MAX_LENGTH, limit or DEFAULT_MAX_LENGTH)
+    elif limit and max_length > limit:
+        raise ConfigError(f"--max-length {max_length}: the model has {limit} positions; pass --max-length {limit} "
+                          "or less")
+    return Target(str(path), located, spec, max_length)
+
+
+class ServedModel:
+    """A loaded model answering lists of texts with its task's rows. ``predict`` runs in one thread at a time (the
+    model's); ``prepare`` in any thread."""
+
+    def __init__(self, target: Target, cfg: ServeConfig):
+        from ..bench.runtimes import load_runner  # every format compress writes
+        from ..runtime import resolve
+
+        self.target = target
+        self.runner, _, self.tokenizer = load_runner(target.located.folder, cfg.threads,
+                                                     resolve(cfg.device, cfg.precision))
+        self.task = tasks.get(target.spec.task)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.on_long = cfg.on_long
+        # A fast tokenizer keeps its truncation setting in shared state that each call may change: the requests'
+        # threads count tokens untruncated with a copy of their own, one at a time, while the model's thread
+        # encodes truncated with the original (shared, a text could reach the model untruncated).
+        self._counting = copy.deepcopy(self.tokenizer)
+        self._counting_lock = threading.Lock()
+
+    def info(self) -> dict[str, str]:
+        return {**self.target.info(), "backend": self.runner.backend}
+
+    def _examples(self, texts: list[str], pairs: Optional[list[str]]):
+        """The task's examples of ``texts`` (and ``pairs``), checked as a file's rows would be."""
+        columns = {"text": texts, **({"text_pair": pairs} if pairs is not None else {})}
+        table = Table("request", columns, list(range(len(texts))), line_word="text")
+        cfg = DataConfig(text="text", text_pair="text_pair" if pairs is not None else None,
+                         max_length=self.target.max_length)
+        return self.task.read(table, cfg, labelled=False), cfg
+
+    def prepare(self, texts: list[str], pairs: Optional[list[str]]) -> list[int]:
+        """Check a request's texts and count their tokens (the batcher groups by them).
+
+        Raises:
+            DataError: an empty text, or (``--on-long refuse``) a text over the length limit.
+            ConfigError: a text pair for a task that reads one sequence.
+        """
+        examples, cfg = self._examples(texts, pairs)
+        with self._counting_lock:
+            enc = self.task.encode(examples, self._counting, replace(cfg, max_length=MEASURE_LENGTH), None, None,
+                                   self.target.spec)
+        inputs = enc.inputs if enc.inputs is not None else np.arange(len(enc))
+        lengths = np.bincount(inputs, weights=enc.lengths, minlength=len(texts)).astype(int).tolist()
+        if self.on_long == "refuse":
+            for i, n in enumerate(lengths):
+                if n > self.target.max_length:
+                    raise DataError(f"text {i}: {n} tokens, over the limit of {self.target.max_length} "
+                                    "(--max-length); shorten it, or start the server with --on-long truncate")
+        return lengths
+
+    def predict(self, payloads: list[Payload]) -> list[dict]:
+        """One row per payload, in order (texts with and without a pair run as two groups)."""
+        rows: list = [None] * len(payloads)
+        for has_pair in (False, True):
+            idx = [i for i, (_, pair) in enumerate(payloads) if (pair is not None) == has_pair]
+            if idx:
+                texts = [payloads[i][0] for i in idx]
+                pairs = [payloads[i][1] for i in idx] if has_pair else None
+                for i, row in zip(idx, self._rows(texts, pairs)):
+                    rows[i] = row
+        return rows
+
+    def _rows(self, texts: list[str], pairs: Optional[list[str]]) -> list[dict]:
+        examples, cfg = self._examples(texts, pairs)
+        enc = self.task.encode(examples, self.tokenizer, cfg, None, None, self.target.spec)
+        every = np.arange(len(enc))  # one padded batch: the batcher sized and grouped it
+        batch = self.task.collate(enc, every, self.pad_id)
+        batch.pop("labels", None)
+        logits = self.runner.predict({k: v.numpy() for k, v in batch.items()})
+        return self.task.rows(place_outputs(None, enc, every, logits), enc, self.target.spec, examples)
+
+    def warm_up(self, batch_size: int) -> float:
+        """Run a batch of one text and a full batch (the first calls allocate); returns the seconds taken."""
+        t0 = time.perf_counter()
+        for n in (1, batch_size):
+            self.predict([("warm up the model", None)] * n)
+        return time.perf_counter() - t0
+
+
+def load(target: Target, cfg: ServeConfig) -> ServedModel:
+    """Load and warm up the model of ``target``; logs what it serves and how long that took."""
+    t0 = time.perf_counter()
+    model = ServedModel(target, cfg)
+    warm = model.warm_up(cfg.max_batch_size)
+    info = model.info()
+    log.info("serving %s (variant %s, %s, %s on %s): loaded in %.1f s, warmed up in %.1f s", info["model"],
+             info["variant"], info["task"], info["format"], info["backend"], time.perf_counter() - t0 - warm, warm)
+    return model
