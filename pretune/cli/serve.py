@@ -37,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: 1)")
     p.add_argument("--max-batch-size", type=int, default=32, help="texts per model call at most (default: 32)")
     p.add_argument("--max-wait-ms", type=float, default=5.0,
-                   help="how long a text waits for others to share its model call (default: 5)")
+                   help="how long a text waits for the requests on their way to share its model call; with "
+                   "none on the way it runs at once (default: 5)")
     p.add_argument("--max-length", type=int, default=None,
                    help="tokens per text (default: 128, or the model's positions if fewer)")
     p.add_argument("--on-long", choices=("truncate", "refuse"), default="truncate",

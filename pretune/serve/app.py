@@ -237,9 +237,10 @@ async def _predict(state: _State, request) -> tuple[int, Optional[dict], dict]:
         return 503, {"error": "the model could not be loaded" if state.failed else
                      "the model is loading; retry once GET /health answers 200"}, {}
     try:
-        body = await read_body(request.stream(), request.headers.get("content-length"), cfg.max_body_bytes)
-        texts, pairs, single = parse_predict(body, request.headers.get("content-type"), cfg.max_texts)
-        lengths = await run_in_threadpool(state.model.prepare, texts, pairs)
+        with state.batcher.on_the_way():  # the batcher waits for these texts rather than run a batch without them
+            body = await read_body(request.stream(), request.headers.get("content-length"), cfg.max_body_bytes)
+            texts, pairs, single = parse_predict(body, request.headers.get("content-type"), cfg.max_texts)
+            lengths = await run_in_threadpool(state.model.prepare, texts, pairs)
         rows = await _submit_watching(request, state.batcher, list(zip(texts, pairs or [None] * len(texts))),
                                       lengths)
     except ApiError as e:

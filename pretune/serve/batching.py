@@ -2,16 +2,20 @@
 own rows.
 
     request handler                      batcher loop (event loop)                  model thread (one)
-    submit(payloads, lengths)  ─queue─▶  the oldest text waits up to max_wait for
-      awaits its future                  company, or less once max_batch_size texts
-                                         wait; take the oldest (up to WINDOW batches
+    submit(payloads, lengths)  ─queue─▶  while other requests are on their way, the
+      awaits its future                  oldest text waits up to max_wait for them, or
+                                         less once max_batch_size texts wait; take
+                                         the oldest (up to WINDOW batches
                                          of texts), sort them by length and cut them
                                          into batches of max_batch_size  ──────────▶ predict(payloads) -> rows
       ◀─ its future gets its rows once   each row goes back to its request  ◀──────
          every one of its texts has one
 
 The model runs in its own thread, one call at a time, so the event loop keeps accepting requests while it works and
-the texts that arrive meanwhile form the next batch. Sorting by length keeps the padding low when a window holds
+the texts that arrive meanwhile form the next batch. Waiting for company pays only when company is coming: a
+request counts as on its way from when its handler starts reading it until it submits its texts
+(``on_the_way``), and with none on the way a lone request runs at once, so one client sees the model's own
+latency, not ``max_wait`` more. Sorting by length keeps the padding low when a window holds
 short and long texts. A request whose client went away is cancelled: its texts are skipped if they have not run
 yet, and its rows are dropped if they have; the other requests of the batch are not affected. If a model call
 fails, its texts are tried again request by request, so that one request's failure is not its neighbours'.
@@ -23,6 +27,7 @@ import asyncio
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
@@ -59,7 +64,8 @@ class Batcher:
     Args:
         predict: runs the model on a list of payloads and returns one result per payload; called in a thread.
         max_batch_size: texts per model call at most.
-        max_wait_s: how long the oldest waiting text waits for others before its batch runs.
+        max_wait_s: how long the oldest waiting text waits for the requests on their way (``on_the_way``) before
+            its batch runs; with none on the way it runs at once.
         max_queue: texts waiting at most; a request that would exceed it is refused (None: no limit).
         on_batch: ``(texts, seconds)`` after each model call (metrics).
     """
@@ -75,6 +81,7 @@ class Batcher:
         self._closing = False
         self._task: Optional[asyncio.Task] = None
         self._executor: Optional[ThreadPoolExecutor] = None
+        self._coming = 0  # requests being read and tokenized, whose texts will be submitted soon
 
     @property
     def queue_depth(self) -> int:
@@ -86,6 +93,18 @@ class Batcher:
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pretune-model")
         self._task = asyncio.get_running_loop().create_task(self._run(), name="pretune-batcher")
+
+    @contextmanager
+    def on_the_way(self):
+        """Around reading and tokenizing a request: while any request is on its way, the oldest waiting text waits
+        (up to ``max_wait_s``) for its texts to share a model call."""
+        self._coming += 1
+        try:
+            yield
+        finally:
+            self._coming -= 1
+            if self._task is not None:
+                self._wakeup.set()  # the loop re-checks whether anyone is still coming
 
     async def run_in_model_thread(self, fn: Callable, *args):
         """``fn(*args)`` in the model's thread, between batches (loading and warming up the model)."""
@@ -134,7 +153,7 @@ class Batcher:
                 await self._wakeup.wait()
                 continue
             deadline = self._queue[0].arrived + self.max_wait_s
-            while not self._closing and len(self._queue) < self.max_batch_size:
+            while not self._closing and len(self._queue) < self.max_batch_size and self._coming > 0:
                 left = deadline - loop.time()
                 if left <= 0:
                     break

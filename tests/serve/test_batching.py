@@ -65,7 +65,7 @@ def test_a_full_window_is_sorted_by_length_and_cut_at_max_batch_size():
     assert model.calls == [["t1", "t2", "t3", "t4"], ["t60", "t70", "t80", "t90"]]  # short with short
 
 
-def test_a_lone_request_waits_at_most_max_wait():
+def test_a_lone_request_runs_at_once_and_waits_only_for_requests_on_their_way():
     model = Model()
 
     async def main():
@@ -73,16 +73,31 @@ def test_a_lone_request_waits_at_most_max_wait():
         b.start()
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        await b.submit(["x"], [1])
-        waited = loop.time() - t0
-        t0 = loop.time()
-        await b.submit([f"y{i}" for i in range(8)], [1] * 8)  # a full batch goes at once
-        full = loop.time() - t0
-        await b.close()
-        return waited, full
+        await b.submit(["alone"], [1])  # nobody else is coming: no waiting for company
+        alone = loop.time() - t0
+        with b.on_the_way():  # a request is being read: the waiting text waits for it, up to max_wait
+            t0 = loop.time()
+            await b.submit(["held"], [1])
+            held = loop.time() - t0
 
-    waited, full = run(main())
-    assert 0.19 <= waited < 1.0 and full < 0.15
+        async def coming():
+            with b.on_the_way():
+                await asyncio.sleep(0.05)
+            return await b.submit(["second"], [1])
+
+        t0 = loop.time()
+        await asyncio.gather(b.submit(["first"], [1]), coming())  # the one on its way arrives: one call
+        joined = loop.time() - t0
+        with b.on_the_way():
+            t0 = loop.time()
+            await b.submit([f"y{i}" for i in range(8)], [1] * 8)  # a full batch goes at once
+            full = loop.time() - t0
+        await b.close()
+        return alone, held, joined, full
+
+    alone, held, joined, full = run(main())
+    assert alone < 0.1 and 0.19 <= held < 1.0 and 0.04 <= joined < 0.15 and full < 0.15
+    assert model.calls[:3] == [["alone"], ["held"], ["first", "second"]]
 
 
 def test_a_cancelled_request_is_skipped_and_the_others_still_get_their_rows():
@@ -91,10 +106,11 @@ def test_a_cancelled_request_is_skipped_and_the_others_still_get_their_rows():
     async def main():
         b = Batcher(model, max_batch_size=32, max_wait_s=0.1)
         b.start()
-        gone = asyncio.ensure_future(b.submit(["left"], [1]))
-        stays = asyncio.ensure_future(b.submit(["stays"], [1]))
-        await asyncio.sleep(0.01)
-        gone.cancel()  # its client went away while it waited for the batch
+        with b.on_the_way():  # a third request on its way holds the batch
+            gone = asyncio.ensure_future(b.submit(["left"], [1]))
+            stays = asyncio.ensure_future(b.submit(["stays"], [1]))
+            await asyncio.sleep(0.01)
+            gone.cancel()  # its client went away while it waited for the batch
         rows = await stays
         await b.close()
         return rows

@@ -44,7 +44,7 @@ def refusal(capsys, *argv) -> str:
 
 def test_a_path_without_a_model_is_refused(tmp_path, capsys):
     assert "no such file or folder" in refusal(capsys, tmp_path / "nowhere")
-    assert "holds no model" in refusal(capsys, tmp_path)
+    assert "not a Hugging Face model folder (no config.json), nor a run folder" in refusal(capsys, tmp_path)
 
 
 def test_bad_settings_are_refused_together(classifier, capsys):

@@ -195,9 +195,22 @@ def test_a_compress_folder_serves_its_recommended_variant(variant_server, compre
     assert all(same_row(g, w) for g, w in zip(body["results"], want)), (body, want)
 
 
+def slow_upload(port: int, payload: dict) -> tuple[socket.socket, bytes]:
+    """A /predict request whose client sent its headers and half its body: (the socket, the rest of the body).
+    While its body is on its way the server holds the waiting texts for it (up to --max-wait-ms)."""
+    body = json.dumps(payload).encode()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body[:5])
+    return sock, body[5:]
+
+
 def test_sigterm_finishes_the_requests_in_flight_and_exits_0(variant_server):
-    """The variant server holds texts 1.5 s for company: SIGTERM comes while they wait in the batch queue."""
+    """The variant server holds texts up to 1.5 s for the requests on their way: a slowly uploading client keeps
+    four requests' texts in the batch queue, and SIGTERM comes while they wait there."""
+    sock, rest = slow_upload(variant_server.port, {"text": SHORT[0]})
     with ThreadPoolExecutor(4) as pool:
+        time.sleep(0.2)  # the slow request is being read
         pending = [pool.submit(variant_server.predict, {"texts": [t, t + " film"]}) for t in SHORT[:4]]
         deadline = time.monotonic() + 20
         while metric(variant_server.metrics(), "pretune_serve_queue_depth") < 8:
@@ -208,8 +221,12 @@ def test_sigterm_finishes_the_requests_in_flight_and_exits_0(variant_server):
         time.sleep(0.3)
         with pytest.raises(OSError):  # no new connections once SIGTERM came
             variant_server.request("GET", "/health", timeout=2)
+        sock.sendall(rest)  # the slow client finishes its body after SIGTERM: it is answered too
         answers = [p.result(timeout=60) for p in pending]
+        slow = sock.makefile("rb").read().decode()
+        sock.close()
     assert all(status == 200 and len(body["results"]) == 2 for status, body in answers), answers
+    assert slow.startswith("HTTP/1.1 200"), slow
     assert variant_server.proc.wait(60) == 0, variant_server.log
     assert time.monotonic() - t0 < 30
     assert "stopped" in variant_server.log and "Traceback" not in variant_server.log
