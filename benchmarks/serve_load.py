@@ -119,6 +119,14 @@ def source_of(model: str) -> str:
     return str(located.folder)
 
 
+def own_latency(model: str):
+    """The served folder's batch-1 p50 (ms) from the bench.json that compress or bench wrote beside it, or None."""
+    from pretune.compress.formats import locate
+
+    path = locate(model).folder / "bench.json"
+    return json.loads(path.read_text())["latency_ms"]["p50"] if path.is_file() else None
+
+
 def free_port() -> int:
     import socket
 
@@ -261,6 +269,11 @@ def main(argv=None) -> int:
             f"level after {args.warmup:.0f} s warm-up, clients in the same machine; labels agree on "
             f"{agree:.1%} of 200 sentences; pretune serve exited with {codes['pretune']} after SIGTERM; load average "
             f"{os.getloadavg()[0]:.1f} at the end")
+    own = own_latency(args.model)
+    one = next((r for r in rows if r["server"] == "pretune" and r["clients"] == 1), None)
+    if own is not None and one is not None:
+        head += (f"\n\nAt 1 client pretune serve's p50 is {one['p50_ms']:.2f} ms; the variant's own batch-1 p50 in its "
+                 f"bench.json (the model alone, no HTTP) is {own:.2f} ms: {one['p50_ms'] - own:+.2f} ms")
     report = f"{head}\n\n{table(rows)}\n\n```\n{command}\n```\n"
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

@@ -74,10 +74,12 @@ class TorchRunner:
 class OrtRunner:
     backend = "onnxruntime"
 
-    def __init__(self, path: Path, threads: int):
+    def __init__(self, path: Path, threads: int, spin: bool = True):
         ort = require("onnxruntime", "onnx", f"running the ONNX model {path}")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
+        if not spin:  # idle threads sleep rather than spin: a server's other threads need the cores between calls
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -110,13 +112,15 @@ class OrtRunner:
 # ------------------------------------------------------------------ dispatch
 
 
-def load_runner(folder: str | os.PathLike, threads: int = 2, runtime: Runtime = CPU):
+def load_runner(folder: str | os.PathLike, threads: int = 2, runtime: Runtime = CPU, spin: bool = True):
     """Load ``folder`` with the runtime its manifest names; returns (Runner, HF config, tokenizer).
 
     ``folder`` may also be a ``pretune run`` or ``compress`` output folder: its recommended variant is loaded
     (``pretune.compress.formats.locate``).
 
-    ``runtime`` is the device and precision of the PyTorch formats (int8 ones run on the CPU only).
+    ``runtime`` is the device and precision of the PyTorch formats (int8 ones run on the CPU only). ``spin=False``
+    lets ONNX Runtime's idle threads sleep between calls (a server, whose other threads share the cores) rather
+    than spin (the lowest latency of back-to-back calls, as bench times them).
 
     Raises:
         ModelError: the folder is missing, is not a model folder, or names an unknown format.
@@ -146,6 +150,6 @@ def load_runner(folder: str | os.PathLike, threads: int = 2, runtime: Runtime = 
         path = folder / manifest.get("file", "model.onnx")
         if not path.is_file():
             raise ModelError(f"{folder}: {path.name} is missing; re-create the ONNX variant")
-        return OrtRunner(path, threads), config, tokenizer
+        return OrtRunner(path, threads, spin), config, tokenizer
     check_model_folder(folder)
     raise ModelError(f"{folder}/{VARIANT_MANIFEST}: unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")

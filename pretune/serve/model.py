@@ -90,7 +90,7 @@ class ServedModel:
 
         self.target = target
         self.runner, _, self.tokenizer = load_runner(target.located.folder, cfg.threads,
-                                                     resolve(cfg.device, cfg.precision))
+                                                     resolve(cfg.device, cfg.precision), spin=False)
         self.task = tasks.get(target.spec.task)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.on_long = cfg.on_long
