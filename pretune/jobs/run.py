@@ -34,7 +34,7 @@ GENERATION_PROMPTS = 3  # eval prompts the report shows continued by the base an
 GENERATION_TOKENS = 32
 SEARCH_SHARE = 0.75  # of the budget left after the probe; the rest goes to compress + bench + report
 RESERVE_S = 30.0  # report writing and stage overheads
-MIN_TRIALS = 3  # a budget is planned to fit the default trial and two more (portfolio entries first)
+MIN_TRIALS = 3  # a budget is planned to fit the default trial and up to two portfolio entries
 MIN_ROWS = 200  # the fewest training rows a lowered fidelity keeps
 
 
@@ -107,7 +107,7 @@ def make_plan(cfg: RunConfig, budget: Optional[float], probe_steps: int = 8) -> 
     left = budget - probe_s - RESERVE_S
     search_s = left * SEARCH_SHARE
     usable = search_s - plan["first_trial_extra_s"]
-    want = max(1, min(MIN_TRIALS, cfg.search.n_trials or MIN_TRIALS))
+    want = _trials_owed(cfg)
     if usable < want * trial_s:
         fidelity = lower_fidelity(est, cfg, epochs, usable, want)
         if fidelity is None:
@@ -127,6 +127,16 @@ def make_plan(cfg: RunConfig, budget: Optional[float], probe_steps: int = 8) -> 
                 n_trials=cfg.search.n_trials,
                 methods=cfg.compress.methods or _methods_for(cfg, est, compress_s))
     return plan
+
+
+def _trials_owed(cfg: RunConfig) -> int:
+    """The trials a budget is planned to fit: the default configuration and the first portfolio entries (up to
+    ``MIN_TRIALS`` in all, at most ``search.n_trials``). With no portfolio only the default is owed: a sampler's
+    draw is no better bet than the default's own training at a higher fidelity."""
+    from ..search import portfolio
+
+    entries = len(portfolio.resolve(cfg.search.portfolio)) if cfg.search.portfolio else 0
+    return max(1, min(MIN_TRIALS, 1 + entries, cfg.search.n_trials or MIN_TRIALS))
 
 
 def _trial_seconds(est, cfg: RunConfig, epochs: float, rows: int) -> float:

@@ -101,6 +101,25 @@ def budget_left(plan: SearchPlan, trials: list, deadline: Optional[float], in_fl
     return None
 
 
+def time_for_another(trials: list, deadline: Optional[float]) -> bool:
+    """Whether a new trial can finish before ``deadline``, judged by the median wall time of the complete trials so
+    far (with none yet, it can). A trial that starts without that time left overruns the budget or, stopped at the
+    deadline, is lost, and the stages after the search lose the time it took."""
+    if deadline is None:
+        return True
+    took = sorted((t.datetime_complete - t.datetime_start).total_seconds() for t in trials
+                  if t.state == TrialState.COMPLETE and t.datetime_start and t.datetime_complete)
+    if not took:
+        return True
+    median = took[len(took) // 2]
+    left = deadline - time.time()
+    if median > left:
+        log.info("search: stopping: a trial takes about %.0f s and %.0f s of the search's time are left", median,
+                 max(left, 0.0))
+        return False
+    return True
+
+
 # ----------------------------------------------------------------------------- one trial
 
 
@@ -374,7 +393,8 @@ def work(plan: SearchPlan, train_fn: Optional[TrainFn] = None, index: int = 0, d
         _drop_models(study, plan)
         if progress:
             progress(study)
-        if budget_left(plan, study.get_trials(deepcopy=False), deadline):
+        trials = study.get_trials(deepcopy=False)
+        if budget_left(plan, trials, deadline) or not time_for_another(trials, deadline):
             study.stop()
 
     try:

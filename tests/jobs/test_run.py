@@ -36,6 +36,17 @@ def cfg(tiny_bert, sentiment_csv, sentiment_eval_csv, tmp_path):
                                         data={"eval": str(sentiment_eval_csv)}))
 
 
+@pytest.fixture
+def with_portfolio(cfg, tmp_path):
+    """``cfg`` searching from a two-entry portfolio: the default trial and two more are owed."""
+    from pretune.search import portfolio
+
+    path = portfolio.write(tmp_path / "portfolio.json", [portfolio.Entry("a", {"train.lr": 1e-3}),
+                                                         portfolio.Entry("b", {"train.lr": 3e-3})], {})
+    cfg.search.portfolio = str(path)
+    return cfg
+
+
 def test_plan_splits_the_budget_and_counts_trials(cfg, monkeypatch):
     monkeypatch.setattr("pretune.jobs.estimate.estimate", fake_estimate(trial_s=10.0))
     cfg.search.space = {"train.lr": [1e-3], "train.epochs": [1, 3]}  # mean 2 epochs = the config's 2
@@ -65,7 +76,8 @@ def test_trained_methods_only_when_they_fit(cfg, monkeypatch):
     assert pipeline.make_plan(cfg, 300.0)["methods"] == ["onnx"]  # the user's choice stands
 
 
-def test_a_tight_budget_lowers_the_epochs_then_the_trial_count_then_the_rows(cfg, monkeypatch):
+def test_a_tight_budget_lowers_the_epochs_then_the_trial_count_then_the_rows(with_portfolio, monkeypatch):
+    cfg = with_portfolio
     # 2,000 rows; the space's mean is 2.5 epochs: 0.06 s a step -> one trial is about 16 s of steps
     monkeypatch.setattr("pretune.jobs.estimate.estimate", fake_estimate(step_s=0.06, rows=2000))
     plenty = pipeline.make_plan(cfg, 600.0)
@@ -106,13 +118,26 @@ def test_a_tight_budget_lowers_the_epochs_then_the_trial_count_then_the_rows(cfg
     assert cfg.train.epochs == 2 and cfg.data.max_train_samples is None  # the run's own config is untouched
 
 
-def test_fewer_trials_before_fewer_rows_than_the_minimum(cfg, monkeypatch):
+def test_fewer_trials_before_fewer_rows_than_the_minimum(with_portfolio, monkeypatch):
+    cfg = with_portfolio
     monkeypatch.setattr("pretune.jobs.estimate.estimate", fake_estimate(step_s=0.06, rows=2000))
     est = fake_estimate(step_s=0.06, rows=2000)(cfg)
     # room for one trial of one epoch on 300 rows, not three
     one = pipeline._trial_seconds(est, cfg, 1, 300)
     plan = pipeline.make_plan(cfg, (one + 2.0 + 0.02) / pipeline.SEARCH_SHARE + pipeline.RESERVE_S + 0.02)
     assert plan["fidelity"]["trials"] == 1 and 270 <= plan["fidelity"]["max_train_samples"] <= 330
+
+
+def test_without_a_portfolio_only_the_default_trial_is_owed(cfg, monkeypatch):
+    # no portfolio ships with this build: the budget buys the default configuration's epochs, not sampler draws
+    monkeypatch.setattr("pretune.jobs.estimate.estimate", fake_estimate(step_s=0.06, rows=2000))
+    est = fake_estimate(step_s=0.06, rows=2000)(cfg)
+    two = pipeline._trial_seconds(est, cfg, 2, 2000)
+    plan = pipeline.make_plan(cfg, (two + 2.0 + 0.02) / pipeline.SEARCH_SHARE + pipeline.RESERVE_S + 0.02)
+    assert plan["fidelity"] == {"trials": 1, "epochs": 2,
+                                "lowered": ["epochs fixed at 2 (the search space's mean was 2.5)"]}
+    cfg.search.portfolio = "none"
+    assert pipeline._trials_owed(cfg) == 1
 
 
 def test_budget_too_small_for_any_training_names_the_fix(cfg, monkeypatch):
