@@ -108,15 +108,18 @@ def make_plan(cfg: RunConfig, budget: Optional[float], probe_steps: int = 8) -> 
     search_s = left * SEARCH_SHARE
     usable = search_s - plan["first_trial_extra_s"]
     want = _trials_owed(cfg)
-    if usable < want * trial_s:
-        fidelity = lower_fidelity(est, cfg, epochs, usable, want)
+    # The owed trials are the default (it runs train.epochs) and portfolio entries: plan for the longer of those
+    # and the space's mean.
+    owed = max(epochs, cfg.train.epochs)
+    if usable < want * _trial_seconds(est, cfg, owed, est.train_rows):
+        fidelity = lower_fidelity(est, cfg, owed, usable, want)
         if fidelity is None:
             one_epoch = _trial_seconds(est, cfg, 1, min(MIN_ROWS, est.train_rows))
             need = probe_s + RESERVE_S + (one_epoch + plan["first_trial_extra_s"]) / SEARCH_SHARE
             raise ConfigError(f"budget {budget:.0f} s is too small for any training: search gets {search_s:.0f} s "
                               f"and one epoch on {min(MIN_ROWS, est.train_rows)} rows takes about {one_epoch:.0f} s; "
                               f"raise --budget to at least {math.ceil(need)}s")
-        trial_s = _trial_seconds(est, cfg, fidelity["epochs"] if "epochs" in fidelity else epochs,
+        trial_s = _trial_seconds(est, cfg, fidelity["epochs"] if "epochs" in fidelity else owed,
                                  fidelity.get("max_train_samples", est.train_rows))
         plan.update(fidelity=fidelity, trial_s=round(trial_s, 2))
     n_fit = math.floor(usable / trial_s) if trial_s > 0 else 0
@@ -178,7 +181,7 @@ def lower_fidelity(est, cfg: RunConfig, epochs: float, usable_s: float, want: in
         out: dict[str, Any] = {"trials": n, "lowered": []}
         if fits and max(fits) < epochs:
             out["epochs"] = max(fits)
-            out["lowered"].append(f"epochs fixed at {max(fits)} (the search space's mean was {epochs:g})")
+            out["lowered"].append(f"epochs fixed at {max(fits)} (the trials would have run {epochs:g})")
         return out
 
     for n in range(want, min(2, want) - 1, -1):
@@ -198,7 +201,7 @@ def lower_fidelity(est, cfg: RunConfig, epochs: float, usable_s: float, want: in
             out = {"trials": n, "lowered": [], "max_train_samples": min(fit, rows)}
             if e < epochs:
                 out["epochs"] = e
-                out["lowered"].append(f"epochs fixed at {e} (the search space's mean was {epochs:g})")
+                out["lowered"].append(f"epochs fixed at {e} (the trials would have run {epochs:g})")
             if n < want:
                 out["lowered"].append(f"{n} trial{'s' if n > 1 else ''} planned rather than {want}")
             out["lowered"].append(f"training rows: a seeded subset of {out['max_train_samples']:,} of {rows:,}")

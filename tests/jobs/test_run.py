@@ -89,7 +89,7 @@ def test_a_tight_budget_lowers_the_epochs_then_the_trial_count_then_the_rows(wit
     budget = (3 * one_epoch + 3.0 + 1.0) / pipeline.SEARCH_SHARE + pipeline.RESERVE_S
     plan = pipeline.make_plan(cfg, budget)
     assert plan["fidelity"] == {"trials": 3, "epochs": 1,
-                                "lowered": ["epochs fixed at 1 (the search space's mean was 2.5)"]}
+                                "lowered": ["epochs fixed at 1 (the trials would have run 2.5)"]}
     assert plan["n_trials_fit"] >= 3 and plan["trial_s"] == pytest.approx(one_epoch, abs=0.01)
     assert "plan: fidelity lowered so that 3 trials fit the search's share: epochs fixed at 1" in \
         pipeline.describe_plan(plan)[-1]
@@ -99,7 +99,7 @@ def test_a_tight_budget_lowers_the_epochs_then_the_trial_count_then_the_rows(wit
     half = pipeline._trial_seconds(est, cfg, 1, 1000)
     plan = pipeline.make_plan(cfg, (3 * half + 2.0 + 0.02) / pipeline.SEARCH_SHARE + pipeline.RESERVE_S + 0.02)
     assert plan["fidelity"] == {"trials": 2, "epochs": 1, "lowered": [
-        "epochs fixed at 1 (the search space's mean was 2.5)", "2 trials planned rather than 3, each on every "
+        "epochs fixed at 1 (the trials would have run 2.5)", "2 trials planned rather than 3, each on every "
         "training row"]}
 
     # Room for two one-epoch trials on about half the rows: a seeded subset of about 1,000.
@@ -135,7 +135,7 @@ def test_without_a_portfolio_only_the_default_trial_is_owed(cfg, monkeypatch):
     two = pipeline._trial_seconds(est, cfg, 2, 2000)
     plan = pipeline.make_plan(cfg, (two + 2.0 + 0.02) / pipeline.SEARCH_SHARE + pipeline.RESERVE_S + 0.02)
     assert plan["fidelity"] == {"trials": 1, "epochs": 2,
-                                "lowered": ["epochs fixed at 2 (the search space's mean was 2.5)"]}
+                                "lowered": ["epochs fixed at 2 (the trials would have run 2.5)"]}
     cfg.search.portfolio = "none"
     assert pipeline._trials_owed(cfg) == 1
 
