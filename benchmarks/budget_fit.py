@@ -30,19 +30,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from benchmarks.portfolio import tasks as matrix_tasks  # noqa: E402
-
-HPARAMS = dict(epochs=3, lr=5e-5, batch_size=32, max_length=128, seed=42)
+from benchmarks.whole_process import HPARAMS, train_and_save  # noqa: E402  the same Trainer recipe
 
 
 def trainer_main(train: str, dev: str, out: str, threads: int, pair: bool) -> None:
     """The hand-set fine-tune (run in its own process by ``main``)."""
     import re
 
-    import numpy as np
     import torch
     from datasets import load_dataset
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments)
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from pretune.models import packaged_minilm
 
@@ -64,22 +61,7 @@ def trainer_main(train: str, dev: str, out: str, threads: int, pair: bool) -> No
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=len(labels),
                                                                attn_implementation="sdpa")
 
-    def accuracy(p):
-        return {"accuracy": float((np.argmax(p.predictions, -1) == p.label_ids).mean())}
-
-    steps = -(-len(data["train"]) // HPARAMS["batch_size"]) * HPARAMS["epochs"]
-    args = TrainingArguments(
-        output_dir=out, num_train_epochs=HPARAMS["epochs"], learning_rate=HPARAMS["lr"],
-        per_device_train_batch_size=HPARAMS["batch_size"], per_device_eval_batch_size=128, weight_decay=0.01,
-        warmup_steps=int(np.ceil(0.06 * steps)), lr_scheduler_type="linear", optim="adamw_torch_fused",
-        train_sampling_strategy="group_by_length", bf16=bf16, use_cpu=True, eval_strategy="epoch",
-        save_strategy="epoch", save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="accuracy",
-        report_to="none", seed=HPARAMS["seed"], disable_tqdm=True, logging_steps=50)
-    trainer = Trainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["dev"],
-                      data_collator=DataCollatorWithPadding(tok), compute_metrics=accuracy)
-    trainer.train()
-    trainer.save_model(str(Path(out) / "model"))
-    Path(out, "result.json").write_text(json.dumps({"accuracy": trainer.state.best_metric, "bf16": bf16}))
+    train_and_save(model, tok, data, out, bf16)
 
 
 def timed(cmd: list[str], log: Path) -> float:

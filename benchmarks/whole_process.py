@@ -34,11 +34,9 @@ def trainer_main(train: str, dev: str, out: str, threads: int) -> None:
     """The user's Trainer script (run in its own process by ``main``)."""
     import re
 
-    import numpy as np
     import torch
     from datasets import load_dataset
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments)
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     torch.set_num_threads(threads)
     from pretune.models import packaged_minilm
@@ -50,6 +48,16 @@ def trainer_main(train: str, dev: str, out: str, threads: int) -> None:
     data = data.map(lambda b: tok(b["sentence"], truncation=True, max_length=HPARAMS["max_length"]), batched=True,
                     remove_columns=["sentence"])
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2, attn_implementation="sdpa")
+
+    train_and_save(model, tok, data, out, bf16)
+
+
+def train_and_save(model, tok, data, out: str, bf16: bool) -> None:
+    """The Trainer recipe at its best settings here (``HPARAMS``, an evaluation per epoch, the best one kept) on
+    tokenized ``data`` (``train`` and ``dev``); the model, tokenizer and ``result.json`` (the best dev accuracy) go
+    to ``out``."""
+    import numpy as np
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     def accuracy(p):
         return {"accuracy": float((np.argmax(p.predictions, -1) == p.label_ids).mean())}

@@ -12,7 +12,7 @@ from pretune.compress.formats import read_manifest
 from pretune.compress.registry import INFO, MethodInfo, resolve
 from pretune.errors import ConfigError
 
-from tiny import fast_config
+from tiny import fast_config, scramble_head
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -52,20 +52,8 @@ def test_a_chain_brings_its_prefix_first_and_builds_on_it(chained):
 
 
 def test_a_chain_does_not_go_on_from_a_rejected_step(teacher, tiny_data, tmp_path):
-    def scramble(ctx, out):
-        """A deliberately bad model: the classifier always prefers class 0."""
-        import torch
-
-        model = ctx.copy_model()
-        with torch.no_grad():
-            model.classifier.weight.zero_()
-            model.classifier.bias.copy_(torch.tensor([5.0, -5.0]))
-        model.save_pretrained(str(out))
-        ctx.save_tokenizer(out)
-        return {}
-
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(METHODS, "test-scramble", scramble)
+        mp.setitem(METHODS, "test-scramble", scramble_head)
         mp.setitem(INFO, "test-scramble", MethodInfo(gives_model=True))
         r = compress(teacher, str(tiny_data[1]), output=tmp_path, cfg=fast_config(),
                      methods=["test-scramble>int8-dynamic-torch"])

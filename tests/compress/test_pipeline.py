@@ -9,22 +9,9 @@ import pytest
 from pretune.compress import METHODS, compress, pareto_front
 from pretune.compress.gate import points_lost
 from pretune.errors import ConfigError, DataError, ModelError
-from tiny import fast_config
+from tiny import fast_config, scramble_head
 
 pytestmark = pytest.mark.filterwarnings("ignore")
-
-
-def scramble_head(ctx, out):
-    """A deliberately bad variant: the classifier always prefers class 0."""
-    import torch
-
-    model = ctx.copy_model()
-    with torch.no_grad():
-        model.classifier.weight.zero_()
-        model.classifier.bias.copy_(torch.tensor([5.0, -5.0]))
-    model.save_pretrained(str(out))
-    ctx.save_tokenizer(out)
-    return {}
 
 
 def crash(ctx, out):

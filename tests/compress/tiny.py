@@ -132,3 +132,16 @@ def logits_of(folder: Path, enc, pad_id: int):
 
     runner, _, _ = load_runner(folder, threads=2)
     return _eval_pass(runner, enc, pad_id, 16)[0]
+
+
+def scramble_head(ctx, out):
+    """A compress method that writes a deliberately bad variant: the classifier always prefers class 0."""
+    import torch
+
+    model = ctx.copy_model()
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([5.0, -5.0]))
+    model.save_pretrained(str(out))
+    ctx.save_tokenizer(out)
+    return {}
