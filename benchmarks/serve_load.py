@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "sst2" / "dev.tsv"
@@ -119,12 +120,16 @@ def source_of(model: str) -> str:
     return str(located.folder)
 
 
-def own_latency(model: str):
-    """The served folder's batch-1 p50 (ms) from the bench.json that compress or bench wrote beside it, or None."""
-    from pretune.compress.formats import locate
-
-    path = locate(model).folder / "bench.json"
-    return json.loads(path.read_text())["latency_ms"]["p50"] if path.is_file() else None
+def own_latency(model: str, data: str, threads: int, output: Path) -> float:
+    """The served folder's batch-1 p50 (ms) by ``pretune bench`` in its own process (the model alone, no HTTP),
+    measured now, beside the servers, on the same sentences."""
+    out = output / "own-bench"
+    cmd = [sys.executable, "-m", "pretune", "bench", model, "--data", data, "--text", "sentence", "--threads",
+           str(threads), "--runs", "500", "--max-eval-samples", "200", "--output", str(out)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "HF_HUB_OFFLINE": "1"}
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+    return json.loads((out / "bench.json").read_text())["latency_ms"]["p50"]
 
 
 def free_port() -> int:
@@ -155,18 +160,57 @@ def start(cmd: list[str], port: int, name: str) -> subprocess.Popen:
     raise SystemExit(f"{name} server not ready in 600 s")
 
 
+class Connection:
+    """One keep-alive HTTP/1.1 connection on asyncio streams, for the load: httpx costs about a millisecond of
+    Python per request, on the same cores as the servers, which is what the one-client level would then measure.
+    It sends a POST with a JSON body and reads the status and the ``Content-Length`` body of the answer (uvicorn
+    always sends one); a dropped connection is opened again by the next request."""
+
+    def __init__(self, url: str):
+        host, port = url.removeprefix("http://").split(":")
+        self.host, self.port = host, int(port)
+        self.reader: Optional[asyncio.StreamReader] = None
+        self.writer: Optional[asyncio.StreamWriter] = None
+
+    async def post(self, path: str, payload: dict) -> tuple[int, bytes]:
+        body = json.dumps(payload).encode()
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        try:
+            self.writer.write(b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                              b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host.encode(), len(body), body))
+            status = int((await self.reader.readuntil(b"\r\n")).split(b" ", 2)[1])
+            length, close = 0, False
+            while (line := await self.reader.readuntil(b"\r\n")) != b"\r\n":
+                name, _, value = line.partition(b":")
+                name = name.strip().lower()
+                if name == b"content-length":
+                    length = int(value)
+                elif name == b"connection" and value.strip().lower() == b"close":
+                    close = True
+            answer = await self.reader.readexactly(length)
+        except BaseException:
+            self.close()
+            raise
+        if close:
+            self.close()
+        return status, answer
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
 async def load(url: str, texts: list[str], clients: int, warmup: float, duration: float, grace: float) -> dict:
     """``clients`` loops sending one sentence at a time for warmup + duration seconds; the measured ones."""
-    import httpx
-
     latencies: list[float] = []
     counts = {"ok": 0, "errors": 0, "lost": 0}
     loop = asyncio.get_running_loop()
     t_start = loop.time()
     t_measure, t_end = t_start + warmup, t_start + warmup + duration
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
-    async def client(i: int, http: httpx.AsyncClient) -> None:
+    async def client(i: int, connection: Connection) -> None:
         k = i
         while loop.time() < t_end:
             text = texts[k % len(texts)]
@@ -174,25 +218,23 @@ async def load(url: str, texts: list[str], clients: int, warmup: float, duration
             t0 = loop.time()
             measured = t0 >= t_measure
             try:
-                r = await http.post(f"{url}/predict", json={"text": text})
-                ok = r.status_code == 200
-            except httpx.TimeoutException:
-                counts["lost"] += measured
-                continue
-            except httpx.HTTPError:
-                ok = False
+                status, _ = await connection.post("/predict", {"text": text})
+                ok = status == 200
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, IndexError):
+                ok = False  # refused, reset or garbled: an error
             if measured:
                 counts["ok" if ok else "errors"] += 1
                 if ok:
                     latencies.append(loop.time() - t0)
 
-    timeout = httpx.Timeout(warmup + duration + grace)
-    async with httpx.AsyncClient(limits=limits, timeout=timeout) as http:
-        tasks = [asyncio.ensure_future(client(i, http)) for i in range(clients)]
-        done, pending = await asyncio.wait(tasks, timeout=warmup + duration + grace)
-        for task in pending:  # still waiting for an answer after the grace period: lost
-            task.cancel()
-            counts["lost"] += 1
+    connections = [Connection(url) for _ in range(clients)]
+    tasks = [asyncio.ensure_future(client(i, c)) for i, c in enumerate(connections)]
+    done, pending = await asyncio.wait(tasks, timeout=warmup + duration + grace)
+    for task in pending:  # still waiting for an answer after the grace period: lost
+        task.cancel()
+        counts["lost"] += 1
+    for c in connections:
+        c.close()
     import numpy as np
 
     lat = np.asarray(latencies) * 1000 if latencies else np.zeros(1)
@@ -244,7 +286,9 @@ def main(argv=None) -> int:
                           ports["baseline"], "baseline"),
     }
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    rows = []
+    rows, own = [], []
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
     try:
         import httpx
 
@@ -253,9 +297,13 @@ def main(argv=None) -> int:
         for n, clients in enumerate(int(c) for c in args.concurrency.split(",")):
             order = ["pretune", "baseline"] if n % 2 == 0 else ["baseline", "pretune"]
             level = {}
+            if clients == 1:  # the model alone, just before and just after its one-client level
+                own.append(own_latency(args.model, args.data, args.threads, out))
             for name in order:
                 level[name] = {"server": name, **asyncio.run(load(urls[name], texts, clients, args.warmup,
                                                                   args.duration, args.grace))}
+                if clients == 1 and name == "pretune":
+                    own.append(own_latency(args.model, args.data, args.threads, out))
             level["pretune"]["ratio"] = level["pretune"]["requests_per_s"] / max(level["baseline"]["requests_per_s"],
                                                                                  1e-9)
             rows += [level["pretune"], level["baseline"]]
@@ -269,16 +317,16 @@ def main(argv=None) -> int:
             f"level after {args.warmup:.0f} s warm-up, clients in the same machine; labels agree on "
             f"{agree:.1%} of 200 sentences; pretune serve exited with {codes['pretune']} after SIGTERM; load average "
             f"{os.getloadavg()[0]:.1f} at the end")
-    own = own_latency(args.model)
     one = next((r for r in rows if r["server"] == "pretune" and r["clients"] == 1), None)
-    if own is not None and one is not None:
-        head += (f"\n\nAt 1 client pretune serve's p50 is {one['p50_ms']:.2f} ms; the variant's own batch-1 p50 in its "
-                 f"bench.json (the model alone, no HTTP) is {own:.2f} ms: {one['p50_ms'] - own:+.2f} ms")
+    if own and one is not None:
+        mid = sum(own) / len(own)
+        head += (f"\n\nAt 1 client pretune serve's p50 is {one['p50_ms']:.2f} ms; the variant's own batch-1 p50 by "
+                 f"pretune bench (the model alone, no HTTP, just before and after) is "
+                 f"{' and '.join(f'{x:.2f}' for x in own)} ms, mean {mid:.2f} ms: {one['p50_ms'] - mid:+.2f} ms")
     report = f"{head}\n\n{table(rows)}\n\n```\n{command}\n```\n"
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "serve_load.json").write_text(json.dumps({"command": command, "model": args.model, "variant": variant,
-                                                     "baseline": baseline, "agreement": agree, "rows": rows,
+                                                     "own_p50_ms": own, "baseline": baseline, "agreement": agree,
+                                                     "rows": rows,
                                                      "threads": args.threads, "pretune_exit": codes["pretune"]},
                                                     indent=2) + "\n")
     (out / "serve_load.md").write_text(report)

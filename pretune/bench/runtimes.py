@@ -78,8 +78,8 @@ class OrtRunner:
         ort = require("onnxruntime", "onnx", f"running the ONNX model {path}")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
-        if not spin:  # idle threads sleep rather than spin: a server's other threads need the cores between calls
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if not spin:  # threads spin within a call only, then sleep: the server's other threads need the cores
+            opts.add_session_config_entry("session.force_spinning_stop", "1")
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -119,8 +119,9 @@ def load_runner(folder: str | os.PathLike, threads: int = 2, runtime: Runtime = 
     (``pretune.compress.formats.locate``).
 
     ``runtime`` is the device and precision of the PyTorch formats (int8 ones run on the CPU only). ``spin=False``
-    lets ONNX Runtime's idle threads sleep between calls (a server, whose other threads share the cores) rather
-    than spin (the lowest latency of back-to-back calls, as bench times them).
+    stops ONNX Runtime's threads spinning as soon as a call returns, so that they sleep between calls (a server,
+    whose other threads share the cores); within a call they still spin between operators. With ``spin=True``
+    they keep spinning after a call too (the lowest latency of back-to-back calls, as bench times them).
 
     Raises:
         ModelError: the folder is missing, is not a model folder, or names an unknown format.

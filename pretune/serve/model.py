@@ -18,6 +18,7 @@ import copy
 import logging
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Optional
 
@@ -94,9 +95,11 @@ class ServedModel:
         self.task = tasks.get(target.spec.task)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.on_long = cfg.on_long
-        # A fast tokenizer keeps its truncation setting in shared state that each call may change: the requests'
-        # threads count tokens untruncated with a copy of their own, one at a time, while the model's thread
-        # encodes truncated with the original (shared, a text could reach the model untruncated).
+        # A fast tokenizer keeps its truncation setting in shared state that each call may change: the requests
+        # count tokens untruncated with copies of their own (one for the event loop's thread, one shared by the
+        # thread pool, one call at a time), while the model's thread encodes truncated with the original (shared,
+        # a text could reach the model untruncated).
+        self._counting_on_loop = copy.deepcopy(self.tokenizer)
         self._counting = copy.deepcopy(self.tokenizer)
         self._counting_lock = threading.Lock()
 
@@ -111,17 +114,19 @@ class ServedModel:
                          max_length=self.target.max_length)
         return self.task.read(table, cfg, labelled=False), cfg
 
-    def prepare(self, texts: list[str], pairs: Optional[list[str]]) -> list[int]:
-        """Check a request's texts and count their tokens (the batcher groups by them).
+    def prepare(self, texts: list[str], pairs: Optional[list[str]], on_loop: bool = False) -> list[int]:
+        """Check a request's texts and count their tokens (the batcher groups by them). ``on_loop``: called on the
+        event loop's thread (a few texts, for which a hop to the thread pool would cost more than the counting);
+        else in any thread.
 
         Raises:
             DataError: an empty text, or (``--on-long refuse``) a text over the length limit.
             ConfigError: a text pair for a task that reads one sequence.
         """
         examples, cfg = self._examples(texts, pairs)
-        with self._counting_lock:
-            enc = self.task.encode(examples, self._counting, replace(cfg, max_length=MEASURE_LENGTH), None, None,
-                                   self.target.spec)
+        with nullcontext() if on_loop else self._counting_lock:
+            enc = self.task.encode(examples, self._counting_on_loop if on_loop else self._counting,
+                                   replace(cfg, max_length=MEASURE_LENGTH), None, None, self.target.spec)
         inputs = enc.inputs if enc.inputs is not None else np.arange(len(enc))
         lengths = np.bincount(inputs, weights=enc.lengths, minlength=len(texts)).astype(int).tolist()
         if self.on_long == "refuse":

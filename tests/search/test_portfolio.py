@@ -128,3 +128,87 @@ def test_portfolio_build_learns_from_a_teams_searches_and_the_file_drives_a_sear
     assert [r["source"] for r in result.trials] == ["default", "portfolio:p00", "portfolio:p01"]
     assert main(["portfolio", "build", a, "--output", str(tmp_path / "one.json")]) == 2
     assert "needs at least two finished searches" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- benchmarks/portfolio/select.py
+
+
+def _select():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "portfolio" / "select.py"
+    spec = importlib.util.spec_from_file_location("portfolio_select", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _matrix(path, cells):
+    """A matrix.csv of (task, candidate, seed, score or None for a failed cell)."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model", "task", "candidate", "seed", "metric", "score", "status"])
+        for task, cand, seed, score in cells:
+            w.writerow(["minilm", task, cand, seed, "accuracy", "" if score is None else score,
+                        "ok" if score is not None else "failed"])
+        w.writerow(["other", "t1", "A", 0, "accuracy", 0.99, "ok"])  # another model's row: not read
+    return path
+
+
+def test_the_matrix_reads_as_mean_scores_over_seeds_with_failed_cells_empty(tmp_path):
+    select = _select()
+    path = _matrix(tmp_path / "m.csv", [("t1", "c00", 0, 0.5), ("t1", "A", 0, 0.6), ("t1", "A", 1, 0.8),
+                                         ("t1", "B", 0, None), ("t2", "c00", 0, 0.4), ("t2", "A", 0, 0.3)])
+    scores = select.read_matrix(path, "minilm")
+    assert scores == {"t1": {"c00": 0.5, "A": pytest.approx(0.7), "B": None}, "t2": {"c00": 0.4, "A": 0.3}}
+    assert select.complete(scores) == {"t1": {"c00": 0.5, "A": pytest.approx(0.7)}, "t2": {"c00": 0.4, "A": 0.3}}
+    assert select.complete(scores, partial=True) == scores
+
+
+def test_random_draws_expect_exactly_the_mean_best_over_every_draw():
+    import itertools
+
+    select = _select()
+    norm = {"a": 1.0, "b": 0.5, "c": 0.2, "d": 0.0, "e": -0.3}
+    for k in (1, 2, 3, 5, 7):
+        draws = list(itertools.combinations(norm, min(k, len(norm))))
+        brute = sum(max(norm[c] for c in d) for d in draws) / len(draws)
+        assert select.expected_random_best(norm, list(norm), k) == pytest.approx(brute)
+
+
+def test_leave_one_task_out_builds_each_portfolio_without_its_task(tmp_path):
+    """A lifts t1 and t2 only, B lifts t3 only. Held out, t3's portfolio (from t1, t2) holds A and not B, so at two
+    trials it finds nothing on t3; t1's (from t2, t3) has A and B and finds A."""
+    select = _select()
+    scores = {"t1": {"c00": 0.5, "A": 0.7, "B": 0.5}, "t2": {"c00": 0.5, "A": 0.6, "B": 0.4},
+              "t3": {"c00": 0.5, "A": 0.4, "B": 0.9}}
+    loo = select.leave_one_out(scores, "c00", budgets=(1, 2, 3))
+    assert loo["t3"]["order"] == ["c00", "A"] and loo["t3"]["portfolio"] == {1: 0.0, 2: 0.0, 3: 0.0}
+    assert loo["t1"]["order"][:2] == ["c00", "A"] and loo["t1"]["portfolio"][2] == 1.0
+    # one random draw is A (0.1 below the default, a quarter of B's gain: -0.25) or B (1); it has no default
+    assert loo["t3"]["random"][1] == pytest.approx((1.0 - 0.25) / 2)
+
+
+def test_the_written_portfolio_is_the_greedy_order_after_the_default_and_reads_back(tmp_path, capsys):
+    select = _select()
+    cells = [("t1", "c00", 0, 0.5), ("t1", "c01", 0, 0.7), ("t1", "c02", 0, 0.5),
+             ("t2", "c00", 0, 0.5), ("t2", "c01", 0, 0.6), ("t2", "c02", 0, 0.4),
+             ("t3", "c00", 0, 0.5), ("t3", "c01", 0, 0.4), ("t3", "c02", 0, 0.9)]
+    candidates = tmp_path / "candidates.json"
+    candidates.write_text(json.dumps({"candidates": [
+        {"name": "c00", "label": "default", "config": {"train.lr": 5e-5}},
+        {"name": "c01", "label": "hot", "config": {"train.lr": 3e-4, "train.layer_lr_decay": 0.8}},
+        {"name": "c02", "label": "lora", "config": {"train.lr": 5e-4, "method.name": "lora", "lora.r": 8}}]}))
+    out = tmp_path / "portfolio.json"
+    select.main(["--matrix", str(_matrix(tmp_path / "m.csv", cells)), "--candidates", str(candidates),
+                 "--write", str(out)])
+    entries = portfolio.read(out)
+    assert [e.name for e in entries] == ["c01", "c02"]  # c01 lifts two tasks, c02 one
+    assert entries[1].config == {"train.lr": 5e-4, "method.name": "lora", "lora.r": 8}
+    source = json.loads(out.read_text())["source"]
+    assert source["tasks"] == ["t1", "t2", "t3"] and source["default_config"] == {"train.lr": 5e-5}
+    assert source["mean_normalised_score"] == {"1": 0.0, "2": pytest.approx(2 / 3, abs=1e-4), "3": 1.0}
+    assert "leave-one-task-out" in capsys.readouterr().out

@@ -1,4 +1,5 @@
-"""The served model on its own: counting tokens in the requests' threads while the model's thread predicts."""
+"""The served model on its own: counting tokens in the requests' threads (and the event loop's) while the model's
+thread predicts."""
 
 from __future__ import annotations
 
@@ -27,12 +28,13 @@ def test_counting_tokens_beside_the_model_never_lets_an_untruncated_text_through
                 failures.append(repr(e))
                 stop.set()
 
-    def count():
-        if model.prepare([long] * 4, None) != [tokens] * 4:
+    def count(on_loop: bool = False):
+        if model.prepare([long] * 4, None, on_loop=on_loop) != [tokens] * 4:
             raise AssertionError("a count came out truncated")
 
     threads = [threading.Thread(target=repeat, args=(lambda: model.predict([(long, None)] * 8),))]
     threads += [threading.Thread(target=repeat, args=(count,)) for _ in range(3)]
+    threads += [threading.Thread(target=repeat, args=(lambda: count(on_loop=True),))]  # the event loop's thread
     for t in threads:
         t.start()
     time.sleep(4)
