@@ -15,6 +15,7 @@ Threads are fixed for every runtime, so numbers compare.
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import time
@@ -26,6 +27,8 @@ import numpy as np
 
 from .. import files
 from ..errors import PretuneError
+
+log = logging.getLogger("pretune")
 
 
 @dataclass
@@ -225,8 +228,8 @@ def bench(model_dir: str | os.PathLike, data: str, *, text: str = "text", text_p
 
 
 def latency_rounds(folders: dict[str, str | os.PathLike], data: str, *, rounds: int = 3, text: str = "text",
-                   text_pair: Optional[str] = None, label: str = "label",
-                   cfg: Optional[BenchConfig] = None) -> dict[str, dict]:
+                   text_pair: Optional[str] = None, label: str = "label", cfg: Optional[BenchConfig] = None,
+                   deadline: Optional[float] = None) -> dict[str, dict]:
     """Batch-1 latency of several folders, measured in alternating rounds; name -> latency dict.
 
     On a shared machine the load changes between one measurement and the next minute's, so two
@@ -239,6 +242,8 @@ def latency_rounds(folders: dict[str, str | os.PathLike], data: str, *, rounds: 
         folders: name -> model or variant folder (the source among them, so its ratios are like for like).
         rounds: timings per folder (>= 1).
         cfg: threads, timed calls per round (``runs``), warm-up, rows, isolation.
+        deadline: a ``time.time()``: a round starts only if the one before took less than the time left (the
+            first always runs); the result then holds the rounds that ran.
     """
     from dataclasses import replace
 
@@ -247,11 +252,18 @@ def latency_rounds(folders: dict[str, str | os.PathLike], data: str, *, rounds: 
     cfg = replace(cfg or BenchConfig(), latency_only=True)
     names = list(folders)
     per_round: dict[str, list[dict]] = {n: [] for n in names}
+    took = 0.0
     for r in range(rounds):
+        if r and deadline is not None and time.time() + took > deadline:
+            log.warning("latency: %d of %d rounds, the time budget leaves no room for another (%.0f s each)", r,
+                        rounds, took)
+            break
+        started = time.time()
         for name in names[r % len(names):] + names[:r % len(names)]:
             result = bench(folders[name], data, text=text, text_pair=text_pair, label=label, cfg=cfg)
             load = result.get("environment", {}).get("loadavg_1m")
             per_round[name].append({**result["latency_ms"], "loadavg_1m": load})
+        took = time.time() - started
     out = {}
     for name, timings in per_round.items():
         out[name] = {**timings[0],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import statistics
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -29,6 +30,7 @@ from .gate import gate, gate_metric, pareto_front
 from .registry import CHAIN, METHODS, Context, folder_name, info, prefixes, resolve, steps
 
 log = logging.getLogger("pretune")
+ROUND_S_PER_FOLDER = 8.0  # a latency round's timing of one folder, as planned: a fresh process, warm-up, the calls
 
 
 def check_config(cfg: CompressConfig) -> None:
@@ -128,15 +130,18 @@ def compress(model_dir: str | os.PathLike, data: str, *, train: Optional[str] = 
     out.mkdir(parents=True, exist_ok=True)
     log.info("compress %s: %d methods, eval on %s (%d rows), training rows %s", folder, len(names), data,
              len(eval_set), f"from {train} ({len(train_set)})" if train else "none")
+    started = time.time()
     source = bench(folder, data, text=text, text_pair=text_pair, label=label, cfg=_bench_cfg(cfg))
     write_json(out / files.SOURCE_BENCH, source)
     _log_bench("source (pytorch fp32)", source)
+    took = [time.time() - started]  # seconds of each step so far: a method builds a variant and benches it
     variants: list[dict] = []
     for name in names:
-        if deadline is not None and time.time() >= deadline:
-            log.warning("%s: skipped: the time budget ran out before it started", name)
+        why = _no_time(deadline, took)
+        if why:
+            log.warning("%s: skipped: %s", name, why)
             variants.append({"name": name, "folder": str(out / folder_name(name)), "status": "skipped",
-                             "reason": "the time budget ran out before it started"})
+                             "reason": why})
             continue
         step_ctx = ctx
         if CHAIN in name:  # the last step starts from the chain's prefix, a variant built and gated before it
@@ -148,17 +153,29 @@ def compress(model_dir: str | os.PathLike, data: str, *, train: Optional[str] = 
                                  "reason": why, "chain": steps(name)})
                 continue
             step_ctx = _from_variant(ctx, Path(base["folder"]))
+        started = time.time()
         variants.append(_run_method(name, step_ctx, out, data, text, text_pair, label, bool(train)))
+        took.append(time.time() - started)
     cols = {"text": text, "text_pair": text_pair, "label": label}
-    if deadline is not None and time.time() >= deadline and cfg.latency_rounds:
-        log.warning("latency rounds skipped: the time budget ran out; each latency is a single timing")
-    else:
-        _retime_latency(source, variants, data, cols, cfg, out)
+    _retime_latency(source, variants, data, cols, cfg, out, deadline)
     results = {"source": str(folder), "data": str(data), "train": train,
                "columns": cols, "metric": gate_metric(source),
                "tolerance_points": cfg.tolerance, "config": asdict(cfg), "source_bench": source,
                "variants": variants}
     return _decide_and_write(results, out)
+
+
+def _no_time(deadline: Optional[float], took: list[float]) -> Optional[str]:
+    """Why the next method should not start before ``deadline`` (None: it may): the time left is less than the
+    median of the steps so far (``took``: the source's bench, then each method's build and bench)."""
+    if deadline is None:
+        return None
+    left, typical = deadline - time.time(), statistics.median(took) if took else 0.0
+    if left <= 0:
+        return "the time budget ran out before it started"
+    if left < typical:
+        return f"{left:.0f} s of the time budget left, and a method takes about {typical:.0f} s here"
+    return None
 
 
 def _decide_and_write(results: dict, out: Path) -> dict:
@@ -211,8 +228,9 @@ def rebench(output: str | os.PathLike, *, threads: Optional[int] = None, runs: O
 
 
 def _retime_latency(source: dict, variants: list[dict], data: str, cols: dict, cfg: CompressConfig,
-                    out: Path) -> None:
-    """Replace every batch-1 latency by the median of ``cfg.latency_rounds`` alternating rounds (in place).
+                    out: Path, deadline: Optional[float] = None) -> None:
+    """Replace every batch-1 latency by the median of ``cfg.latency_rounds`` alternating rounds (in place), as
+    many rounds as ``deadline`` leaves time for (none: each latency stays its single timing).
 
     Each variant was first timed right after it was built, minutes apart from the source and from each
     other; on a shared machine those timings do not compare. The rounds time them side by side.
@@ -221,8 +239,15 @@ def _retime_latency(source: dict, variants: list[dict], data: str, cols: dict, c
     if not cfg.latency_rounds or not measured:
         return
     folders = {"source": source["model"], **{v["name"]: v["folder"] for v in measured}}
+    if deadline is not None and deadline - time.time() < ROUND_S_PER_FOLDER * len(folders):
+        log.warning("latency rounds skipped: %.0f s of the time budget left, a round over %d folders takes about "
+                    "%.0f s; each latency is a single timing", max(deadline - time.time(), 0), len(folders),
+                    ROUND_S_PER_FOLDER * len(folders))
+        return
     log.info("batch-1 latency: %d rounds over the source and %d variants", cfg.latency_rounds, len(measured))
-    timed = latency_rounds(folders, data, rounds=cfg.latency_rounds, **cols, cfg=_bench_cfg(cfg))
+    timed = latency_rounds(folders, data, rounds=cfg.latency_rounds, **cols, cfg=_bench_cfg(cfg), deadline=deadline)
+    if not timed:
+        return
     source["latency_ms"] = timed["source"]
     write_json(out / files.SOURCE_BENCH, source)
     for v in measured:

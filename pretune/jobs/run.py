@@ -33,7 +33,10 @@ STAGES = ("plan", "search", "compress", "generations", "report")
 GENERATION_PROMPTS = 3  # eval prompts the report shows continued by the base and the tuned model
 GENERATION_TOKENS = 32
 SEARCH_SHARE = 0.75  # of the budget left after the probe; the rest goes to compress + bench + report
-RESERVE_S = 30.0  # report writing and stage overheads
+RESERVE_S = 10.0  # report writing and stage overheads (the report takes well under a second)
+# The order the training-free compress methods run in when not all of them fit: ONNX Runtime's int8 was the
+# fastest variant within the accuracy gate in every measurement of docs/benchmarks.md.
+QUICK_FIRST = ("int8-dynamic-ort", "int8-static-ort", "onnx", "int8-dynamic-torch")
 MIN_TRIALS = 3  # a budget is planned to fit the default trial and up to two portfolio entries
 MIN_ROWS = 200  # the fewest training rows a lowered fidelity keeps
 
@@ -106,11 +109,14 @@ def make_plan(cfg: RunConfig, budget: Optional[float], probe_steps: int = 8) -> 
         return plan
     left = budget - probe_s - RESERVE_S
     search_s = left * SEARCH_SHARE
-    usable = search_s - plan["first_trial_extra_s"]
     want = _trials_owed(cfg)
     # The owed trials are the default (it runs train.epochs) and portfolio entries: plan for the longer of those
     # and the space's mean.
     owed = max(epochs, cfg.train.epochs)
+    full = want * _trial_seconds(est, cfg, owed, est.train_rows) + plan["first_trial_extra_s"]
+    if search_s < full:  # a tight budget: the owed trials come before compress's share, which keeps its floor
+        search_s = max(search_s, min(full, left - _compress_floor_s(est)))
+    usable = search_s - plan["first_trial_extra_s"]
     if usable < want * _trial_seconds(est, cfg, owed, est.train_rows):
         fidelity = lower_fidelity(est, cfg, owed, usable, want)
         if fidelity is None:
@@ -251,18 +257,35 @@ def trained_methods(task=None) -> list[str]:
     return method_names(trains=True, task=task)
 
 
+def _bench_s(est) -> float:
+    """Predicted seconds of one bench of a variant: an eval pass, batch-1 timing, a fresh process."""
+    return 2 * est.eval_s + 10.0
+
+
+def _compress_floor_s(est) -> float:
+    """What compress keeps at the tightest budget: the source's bench and one quick variant, built and benched."""
+    return 2 * _bench_s(est) + 10.0
+
+
 def _methods_for(cfg: RunConfig, est, compress_s: float) -> list[str]:
-    """Training-free methods always; the trained ones when their steps fit in the compress share."""
-    per_variant = 2 * est.eval_s + 10.0  # bench: eval pass, batch-1 timing, a fresh process
-    per_variant += 8.0 * cfg.compress.latency_rounds  # each latency round: a fresh process timing batch-1 calls
+    """Training-free methods, as many as fit (``QUICK_FIRST`` first, at least one); the trained ones too when
+    their steps fit in the compress share."""
+    from ..compress.variants import ROUND_S_PER_FOLDER
+
+    per_variant = _bench_s(est) + ROUND_S_PER_FOLDER * cfg.compress.latency_rounds
     step_s = est.step_s * cfg.compress.batch_size / cfg.train.batch_size
     # distillation runs teacher and student: about 1.5 steps of work per step
     trained = (2 * cfg.compress.recovery_steps + 1.5 * cfg.compress.distill_steps) * step_s
     task = _task(cfg)
-    quick = per_variant * (len(quick_methods(task)) + 1)
+    quick_names = quick_methods(task)
+    quick = per_variant * (len(quick_names) + 1)
     if quick + trained + per_variant * len(trained_methods(task)) <= compress_s:
         return _all_methods(task)
-    return quick_methods(task)
+    if quick <= compress_s:
+        return quick_names
+    ordered = [m for m in QUICK_FIRST if m in quick_names] + [m for m in quick_names if m not in QUICK_FIRST]
+    fit = max(1, math.floor(compress_s / per_variant) - 1)  # the source is benched first
+    return ordered[:fit]
 
 
 def describe_plan(plan: dict[str, Any]) -> list[str]:

@@ -211,3 +211,32 @@ def test_latency_rounds_rotate_the_order_and_take_medians(monkeypatch):
     assert out["b"]["round_p50s"] == [5.0, 6.0, 50.0] and out["a"]["runs"] == 12
     with pytest.raises(harness.PretuneError, match="at least 1"):
         harness.latency_rounds({"a": "a"}, "data.csv", rounds=0)
+
+
+def test_latency_rounds_stop_when_the_last_round_would_not_fit_before_the_deadline(monkeypatch):
+    """Each timing takes 0.1 s, a round of two folders 0.2 s: with 0.45 s in all, the second round starts (0.25 s
+    left) and the third does not (0.05 s left); the result holds the two rounds that ran."""
+    import time
+
+    from pretune.bench import harness
+
+    def fake_bench(folder, data, **kwargs):
+        time.sleep(0.1)
+        return {"latency_ms": {"p50": 1.0, "p95": 2.0, "mean": 1.0, "runs": 4}}
+
+    monkeypatch.setattr(harness, "bench", fake_bench)
+    out = harness.latency_rounds({"a": "a", "b": "b"}, "data.csv", rounds=5, cfg=harness.BenchConfig(runs=4),
+                                 deadline=time.time() + 0.45)
+    assert out["a"]["rounds"] == out["b"]["rounds"] == 2
+
+
+def test_a_compress_method_starts_only_when_a_typical_step_fits_before_the_deadline(monkeypatch):
+    from pretune.compress import variants
+
+    now = 1000.0
+    monkeypatch.setattr(variants.time, "time", lambda: now)
+    assert variants._no_time(None, [50.0]) is None
+    assert variants._no_time(now + 60, [10.0, 50.0, 40.0]) is None  # the median step, 40 s, fits in 60
+    assert variants._no_time(now + 30, [10.0, 50.0, 40.0]) == ("30 s of the time budget left, and a method "
+                                                                "takes about 40 s here")
+    assert variants._no_time(now - 1, [1.0]) == "the time budget ran out before it started"
