@@ -49,6 +49,13 @@ class Runtime:
         """fp16 needs its loss scaled so that small gradients do not flush to zero; bf16 and fp32 do not."""
         return torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
 
+    def place(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model on the device (in place), unless it is a 4-bit (QLoRA) base, which loads onto its device and
+        cannot be moved."""
+        if not getattr(model, "is_loaded_in_4bit", False):
+            model.to(self.device)
+        return model
+
     def to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The batch on the device; host-to-GPU copies from pinned memory, without waiting for them."""
         if self.device.type == "cpu":

@@ -187,15 +187,24 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def _in_repo(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it (the record reads the same on every checkout)."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def record_invocation(meta_path: Path, args: argparse.Namespace, planned: int) -> dict:
     from pretune.files import read_json, write_json
 
-    meta = read_json(meta_path) or {"matrix": str(args.matrix), "columns": COLUMNS, "invocations": []}
+    meta = read_json(meta_path) or {"matrix": _in_repo(args.matrix), "columns": COLUMNS, "invocations": []}
+    meta["matrix"] = _in_repo(Path(meta["matrix"]))
     entry = {"started": _now(), "commit": _git("rev-parse", "HEAD"),
              "changed_files": _git("diff", "--name-only", "HEAD").splitlines()[:50],
-             "command": [sys.executable, "-m", "benchmarks.portfolio.run_matrix", *sys.argv[1:]],
-             "cwd": os.getcwd(), "machine": machine(), "threads": args.threads,
-             "precision": "bf16" if args.bf16 else "fp32", "model": args.model, "work": str(args.work),
+             "command": ["python", "-m", "benchmarks.portfolio.run_matrix", *sys.argv[1:]],
+             "machine": machine(), "threads": args.threads,
+             "precision": "bf16" if args.bf16 else "fp32", "model": args.model, "work": _in_repo(args.work),
              "cells_planned": planned}
     meta["invocations"].append(entry)
     write_json(meta_path, meta)

@@ -87,8 +87,7 @@ def probe(cfg: RunConfig, steps: int = 8, eval_rows: int = 256) -> Estimate:
     tokenizer, data, model = prepare(cfg, rt.device)
     setup_s = time.perf_counter() - t0
     tc, pad_id = cfg.train, tokenizer.pad_token_id or 0
-    if not getattr(model, "is_loaded_in_4bit", False):  # a 4-bit (qlora) base loads onto its device
-        model.to(rt.device)
+    rt.place(model)
     optimizer, loss_fn, scaler = build_optimizer(model, tc), default_loss(data.spec), rt.scaler()
     collate = tasks.get(data.spec.task).collate
     with first_token_only(model, tc.first_token_only):  # time what fit will run

@@ -10,6 +10,8 @@ import logging
 import os
 from pathlib import Path
 
+from safetensors import SafetensorError
+
 from .. import tasks
 from ..config import ModelConfig
 from ..errors import ConfigError, ModelError
@@ -156,8 +158,9 @@ def load_for_task(cfg: ModelConfig, spec: TaskSpec, four_bit_on=None):
         raise ModelError(f"{folder}: cannot build a {task.model_class.removeprefix('AutoModelFor')} model for model "
                          f"type {hf_cfg.model_type!r} ({str(e).splitlines()[0][:120]}); task {task.name} needs a "
                          "model of a family that has that head") from None
-    except OSError as e:
-        raise ModelError(f"{folder}: cannot load weights ({str(e).splitlines()[0]})") from None
+    except (OSError, SafetensorError) as e:  # a missing file, or a truncated or corrupt safetensors file
+        raise ModelError(f"{folder}: cannot load weights ({str(e).splitlines()[0]}); copy or download the model "
+                         "again") from None
     return as_plain_model(model), tokenizer
 
 
@@ -190,7 +193,7 @@ def load_finetuned(path: str | os.PathLike, allow_pickle: bool = False, trust_re
         model = auto_class.from_pretrained(
             str(folder), use_safetensors=None if allow_pickle else True, trust_remote_code=trust_remote_code,
             attn_implementation=_attention_for(auto_class, hf_cfg, attn_implementation))
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, SafetensorError) as e:  # SafetensorError: a truncated or corrupt weights file
         raise ModelError(f"{folder}: cannot load as a fine-tuned model ({str(e).splitlines()[0]})") from None
     model.eval()
     return model, load_tokenizer(folder, trust_remote_code), spec

@@ -120,7 +120,7 @@ def read(path: str | Path) -> list[Entry]:
         ConfigError: the file is missing or not a portfolio, or an entry sets a key no config has (one line,
             naming the file, the entry and the valid keys of that section).
     """
-    from .space import _config_keys
+    from .space import config_keys
 
     p = Path(path)
     try:
@@ -133,7 +133,7 @@ def read(path: str | Path) -> list[Entry]:
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("entries"), list):
         raise ConfigError(f"search.portfolio: {p} is not a portfolio file (expected format {FORMAT!r} and a list "
                           "of entries); make one with `pretune portfolio build`")
-    valid = _config_keys()
+    valid = config_keys()
     entries = []
     for i, e in enumerate(data["entries"], 1):
         if not isinstance(e, dict) or not isinstance(e.get("config"), dict):

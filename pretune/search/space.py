@@ -58,7 +58,7 @@ DEFAULT_SPACE: dict[str, Any] = {
 }
 
 
-def _config_keys() -> dict[str, Any]:
+def config_keys() -> dict[str, Any]:
     """Every ``section.name`` a trial may set, with its annotation."""
     hints = typing.get_type_hints(RunConfig)
     keys = {}
@@ -185,7 +185,7 @@ def parse_space(space: Optional[dict[str, Any]]) -> dict[str, Param]:
     if not space:
         raise ConfigError("search.space is empty: declare at least one parameter, or remove search.space to "
                           "use the default space")
-    valid = _config_keys()
+    valid = config_keys()
     errors: list[str] = []
     params: dict[str, Param] = {}
     for key, spec in space.items():

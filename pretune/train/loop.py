@@ -151,8 +151,7 @@ def train(model: nn.Module, train_set: Encoded, eval_set: Encoded, spec: TaskSpe
     if fsdp and world == 1 and writer:
         log.info("train.distributed=fsdp in one process: nothing to shard, training as a single process "
                  "(start it with torchrun --nproc-per-node N to shard over N)")
-    if not getattr(model, "is_loaded_in_4bit", False):  # a 4-bit (qlora) base is loaded onto its device
-        model.to(runtime.device)  # before the optimizer is built: its state lives where the parameters do
+    runtime.place(model)  # before the optimizer is built: its state lives where the parameters do
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     loss_fn = loss_fn or default_loss(spec)

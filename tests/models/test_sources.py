@@ -195,3 +195,20 @@ def test_packaged_smollm2_gguf_fits_as_a_classifier(tmp_path):
     assert saved["model_source"] == {"asked": "smollm2", "path": path, "kind": "packaged"}
     assert saved["total_params"] > 130_000_000 and np.isfinite(saved["eval"]["loss"])
     assert (result.model_dir / "model.safetensors").is_file()
+
+
+def test_a_truncated_weights_file_is_a_one_line_error_naming_the_folder(tiny_bert, tmp_path):
+    """A copy cut short (a full disk, an interrupted download) raises safetensors' own error type, which is neither
+    an OSError nor a ValueError: both loaders turn it into a ModelError that names the folder."""
+    from transformers import AutoModelForSequenceClassification
+
+    folder = tmp_path / "cut"
+    AutoModelForSequenceClassification.from_pretrained(str(tiny_bert), num_labels=2).save_pretrained(str(folder))
+    load_tokenizer(str(tiny_bert)).save_pretrained(str(folder))
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ModelError, match=f"^{folder}: cannot load as a fine-tuned model") as e:
+        load_finetuned(folder)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ModelError, match=f"^{folder}: cannot load weights .*copy or download the model again"):
+        load_for_task(ModelConfig(path=str(folder)), SPEC)
