@@ -164,8 +164,9 @@ def lower_fidelity(est, cfg: RunConfig, epochs: float, usable_s: float, want: in
     """The highest trial fidelity at which the default trial and some portfolio trials fit in ``usable_s`` search
     seconds. In this order, each only when the one before is not enough:
 
-    1. the epochs, down to one, for ``want`` trials (all rows seen once teach more than a subset seen several
-       times for the same compute);
+    1. the epochs, to the most that fit in tenths of an epoch, down to one, for ``want`` trials (the learning rate
+       still decays to zero at the last step, the best use of a fixed budget; all rows seen once teach more than
+       a subset seen several times for the same compute);
     2. fewer trials, down to two (the default and one portfolio entry), still on every row;
     3. a seeded subset of the training rows (at least ``MIN_ROWS``), for two trials, then for one.
 
@@ -181,13 +182,15 @@ def lower_fidelity(est, cfg: RunConfig, epochs: float, usable_s: float, want: in
         return None
 
     def at_epochs(n: int) -> Optional[dict[str, Any]]:
-        fits = [k for k in range(1, math.floor(epochs) + 1) if _trial_seconds(est, cfg, k, rows) * n <= usable_s]
+        tenths = range(10, math.floor(epochs * 10 + 1e-9) + 1)
+        fits = [k / 10 for k in tenths if _trial_seconds(est, cfg, k / 10, rows) * n <= usable_s]
         if not fits and not (epochs < 1 and _trial_seconds(est, cfg, epochs, rows) * n <= usable_s):
             return None
         out: dict[str, Any] = {"trials": n, "lowered": []}
         if fits and max(fits) < epochs:
-            out["epochs"] = max(fits)
-            out["lowered"].append(f"epochs fixed at {max(fits)} (the trials would have run {epochs:g})")
+            top = max(fits)
+            out["epochs"] = int(top) if top == int(top) else top
+            out["lowered"].append(f"epochs fixed at {out['epochs']:g} (the trials would have run {epochs:g})")
         return out
 
     for n in range(want, min(2, want) - 1, -1):

@@ -96,7 +96,9 @@ def test_a_tight_budget_gives_the_owed_trial_its_time_before_compress_its_quarte
     assert plan["compress_s"] == pytest.approx(left - full, abs=0.1) and plan["methods"] == ["int8-dynamic-ort"]
     plan = pipeline.make_plan(cfg, 320.0)  # the floor would not be left: the search's time stops there
     left = 320.0 - plan["probe_s"] - pipeline.RESERVE_S
-    assert plan["search_s"] == pytest.approx(left - floor, abs=0.1) and plan["fidelity"]["epochs"] == 1
+    assert plan["search_s"] == pytest.approx(left - floor, abs=0.1) and plan["fidelity"]["epochs"] == 1.9
+    assert plan["fidelity"]["lowered"] == ["epochs fixed at 1.9 (the trials would have run 2)"]  # tenths that fit
+    assert pipeline.apply_fidelity(cfg, plan).train.epochs == 1.9
 
 
 def test_a_tight_budget_lowers_the_epochs_then_the_trial_count_then_the_rows(with_portfolio, monkeypatch):
