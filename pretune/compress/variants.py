@@ -246,8 +246,6 @@ def _retime_latency(source: dict, variants: list[dict], data: str, cols: dict, c
         return
     log.info("batch-1 latency: %d rounds over the source and %d variants", cfg.latency_rounds, len(measured))
     timed = latency_rounds(folders, data, rounds=cfg.latency_rounds, **cols, cfg=_bench_cfg(cfg), deadline=deadline)
-    if not timed:
-        return
     source["latency_ms"] = timed["source"]
     write_json(out / files.SOURCE_BENCH, source)
     for v in measured:

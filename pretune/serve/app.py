@@ -34,10 +34,10 @@ log = logging.getLogger("pretune.serve")
 ROUTES = ("/predict", "/health", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc")
 OPEN = ("/health",)  # answered without the token: a load balancer's probe carries none
 FIELDS = ("text", "texts", "text_pair", "text_pairs")
-# A request of this many texts or fewer is checked and counted on the event loop (about 0.1 ms a text); a larger
-# one in the thread pool, so that it does not hold up the loop. The hop to the pool and back costs more than a
-# few texts' counting, and it is paid at every level of load.
-INLINE_TEXTS = 4
+# A request body of this many bytes or fewer has its texts checked and counted on the event loop (a sentence takes
+# about 0.1 ms); a larger one in the thread pool, so that it does not hold up the loop. The hop to the pool and back
+# costs more than a few sentences' counting, and it is paid at every level of load.
+INLINE_BYTES = 2048
 PREDICT_BODY = {
     "type": "object", "additionalProperties": False,
     "properties": {
@@ -244,7 +244,7 @@ async def _predict(state: _State, request) -> tuple[int, Optional[dict], dict]:
         with state.batcher.on_the_way():  # the batcher waits for these texts rather than run a batch without them
             body = await read_body(request.stream(), request.headers.get("content-length"), cfg.max_body_bytes)
             texts, pairs, single = parse_predict(body, request.headers.get("content-type"), cfg.max_texts)
-            if len(texts) <= INLINE_TEXTS:
+            if len(body) <= INLINE_BYTES:
                 lengths = state.model.prepare(texts, pairs, on_loop=True)
             else:
                 lengths = await run_in_threadpool(state.model.prepare, texts, pairs)

@@ -116,8 +116,8 @@ class ServedModel:
 
     def prepare(self, texts: list[str], pairs: Optional[list[str]], on_loop: bool = False) -> list[int]:
         """Check a request's texts and count their tokens (the batcher groups by them). ``on_loop``: called on the
-        event loop's thread (a few texts, for which a hop to the thread pool would cost more than the counting);
-        else in any thread.
+        event loop's thread (a short request, for which a hop to the thread pool would cost more than the
+        counting); else in any thread.
 
         Raises:
             DataError: an empty text, or (``--on-long refuse``) a text over the length limit.

@@ -76,7 +76,7 @@ def test_a_model_that_fails_to_load_stops_the_server_with_one_line(classifier, t
     shutil.copytree(classifier, broken)
     (broken / "model.safetensors").write_bytes(b"not safetensors")  # config.json is fine: it fails only loading
     line = refusal(capsys, broken, "--port", 0)
-    assert "could not be loaded" in line and str(broken) in line
+    assert "cannot load as a fine-tuned model" in line and str(broken) in line and "header" in line
 
 
 def test_the_socket_sends_small_answers_at_once():

@@ -102,8 +102,8 @@ BAD = {  # name: (method, path, body, headers, status, words in the error)
     "text not a string": ("POST", "/predict", {"text": 3}, None, 422, "must be a string"),
     "a number among texts": ("POST", "/predict", {"texts": ["good", 2]}, None, 422, "texts[1]"),
     "empty text": ("POST", "/predict", {"texts": ["good", "  "]}, None, 422, "empty text"),
-    # more texts than the event loop counts itself (INLINE_TEXTS): checked in the thread pool, refused the same way
-    "empty text among many": ("POST", "/predict", {"texts": ["good"] * 6 + [""]}, None, 422, "empty text"),
+    # a body longer than the event loop checks itself (INLINE_BYTES): checked in the thread pool, refused the same way
+    "empty text in a long body": ("POST", "/predict", {"texts": ["good " * 220] * 2 + [""]}, None, 422, "empty text"),
     "too many texts": ("POST", "/predict", {"texts": ["good"] * 9}, None, 422, "limit is 8"),
     "pairs do not match": ("POST", "/predict", {"texts": ["a", "b"], "text_pairs": ["c"]}, None, 422, "pair"),
     "body too large": ("POST", "/predict", {"text": "good " * 1000}, None, 413, "4096"),
