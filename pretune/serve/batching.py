@@ -54,7 +54,7 @@ class _Item:
     request: _Request
     index: int  # position of this text in its request
     payload: Any
-    length: int  # tokens, for grouping
+    length: int  # its size (characters, or tokens with --on-long refuse), for grouping only
     arrived: float = field(default=0.0)  # loop time
 
 

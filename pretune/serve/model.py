@@ -115,26 +115,34 @@ class ServedModel:
         return self.task.read(table, cfg, labelled=False), cfg
 
     def prepare(self, texts: list[str], pairs: Optional[list[str]], on_loop: bool = False) -> list[int]:
-        """Check a request's texts and count their tokens (the batcher groups by them). ``on_loop``: called on the
-        event loop's thread (a short request, for which a hop to the thread pool would cost more than the
-        counting); else in any thread.
+        """Check a request's texts (the task's checks of a file's rows) and size them for the batcher's grouping.
+        The sizes are characters, which order texts as their tokens do, at no cost; with ``--on-long refuse`` they
+        are tokens, counted untruncated to refuse a text over the limit. ``on_loop``: called on the event loop's
+        thread (a short request, for which a hop to the thread pool would cost more than the work); else in any
+        thread.
 
         Raises:
             DataError: an empty text, or (``--on-long refuse``) a text over the length limit.
             ConfigError: a text pair for a task that reads one sequence.
         """
         examples, cfg = self._examples(texts, pairs)
+        if self.on_long != "refuse":
+            return [len(t) + (len(pairs[i]) if pairs is not None else 0) for i, t in enumerate(texts)]
+        lengths = self.count_tokens(examples, cfg, len(texts), on_loop)
+        for i, n in enumerate(lengths):
+            if n > self.target.max_length:
+                raise DataError(f"text {i}: {n} tokens, over the limit of {self.target.max_length} "
+                                "(--max-length); shorten it, or start the server with --on-long truncate")
+        return lengths
+
+    def count_tokens(self, examples, cfg: DataConfig, n: int, on_loop: bool = False) -> list[int]:
+        """The untruncated token count of each of the ``n`` texts of ``examples`` (``_examples``), as the task
+        encodes them (special tokens included; a text split into windows counts them all)."""
         with nullcontext() if on_loop else self._counting_lock:
             enc = self.task.encode(examples, self._counting_on_loop if on_loop else self._counting,
                                    replace(cfg, max_length=MEASURE_LENGTH), None, None, self.target.spec)
         inputs = enc.inputs if enc.inputs is not None else np.arange(len(enc))
-        lengths = np.bincount(inputs, weights=enc.lengths, minlength=len(texts)).astype(int).tolist()
-        if self.on_long == "refuse":
-            for i, n in enumerate(lengths):
-                if n > self.target.max_length:
-                    raise DataError(f"text {i}: {n} tokens, over the limit of {self.target.max_length} "
-                                    "(--max-length); shorten it, or start the server with --on-long truncate")
-        return lengths
+        return np.bincount(inputs, weights=enc.lengths, minlength=n).astype(int).tolist()
 
     def predict(self, payloads: list[Payload]) -> list[dict]:
         """One row per payload, in order (texts with and without a pair run as two groups)."""

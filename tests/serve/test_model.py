@@ -6,6 +6,9 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
+from pretune.errors import DataError
 from pretune.serve import ServeConfig
 from pretune.serve.model import ServedModel, inspect
 
@@ -15,7 +18,7 @@ def test_counting_tokens_beside_the_model_never_lets_an_untruncated_text_through
     while the model's thread encodes (truncated to 16) once fed the model 92 positions of a 64-position model."""
     model = ServedModel(inspect(str(classifier), 16), ServeConfig(path=str(classifier), threads=1, max_length=16))
     long = " ".join(["good", "bad", "film"] * 30)
-    tokens = model.prepare([long], None)[0]
+    tokens = model.count_tokens(*model._examples([long], None), 1)[0]
     assert tokens == 92
     failures: list = []
     stop = threading.Event()
@@ -29,7 +32,7 @@ def test_counting_tokens_beside_the_model_never_lets_an_untruncated_text_through
                 stop.set()
 
     def count(on_loop: bool = False):
-        if model.prepare([long] * 4, None, on_loop=on_loop) != [tokens] * 4:
+        if model.count_tokens(*model._examples([long] * 4, None), 4, on_loop=on_loop) != [tokens] * 4:
             raise AssertionError("a count came out truncated")
 
     threads = [threading.Thread(target=repeat, args=(lambda: model.predict([(long, None)] * 8),))]
@@ -42,3 +45,18 @@ def test_counting_tokens_beside_the_model_never_lets_an_untruncated_text_through
     for t in threads:
         t.join()
     assert not failures, failures[:2]
+
+
+def test_texts_are_sized_by_characters_unless_long_ones_are_refused(classifier):
+    """The batcher only orders texts by size, and characters order them as tokens do; counting tokens is paid for
+    only when a text over the limit must be refused."""
+    texts, pairs = ["good film", "a bad and dull film"], ["fine", "awful"]
+    truncating = ServedModel(inspect(str(classifier), 16), ServeConfig(path=str(classifier), threads=1,
+                                                                      max_length=16))
+    assert truncating.prepare(texts, None) == [9, 19]
+    assert truncating.prepare(texts, pairs, on_loop=True) == [13, 24]
+    refusing = ServedModel(inspect(str(classifier), 16), ServeConfig(path=str(classifier), threads=1,
+                                                                     max_length=16, on_long="refuse"))
+    assert refusing.prepare(texts, None) == [4, 7]  # [CLS] and [SEP] around the words
+    with pytest.raises(DataError, match="text 1: 92 tokens, over the limit of 16"):
+        refusing.prepare(["good", " ".join(["good", "bad", "film"] * 30)], None, on_loop=True)
