@@ -8,13 +8,16 @@ Two servers run side by side on loopback, each in its own process with the same 
   baseline  a plain FastAPI endpoint (this file, --baseline-server) that runs the fp32 ``transformers`` model of
             the same run one request at a time: ``torch.inference_mode``, a lock around the model, tokenized to
             the same --max-length (a sync route: the event loop keeps accepting while the model works)
-For each concurrency level, asyncio clients (httpx, one process) send SST-2 dev sentences, each client one
-request at a time, for --duration seconds after --warmup seconds; the two servers are measured one after the
-other, their order alternating between levels (the machines are shared: compare the ratios). Reported per server
-and level: requests/s, latency p50/p95/p99, errors (a non-200 answer or a failed connection) and lost requests
-(sent, never answered within --grace seconds of the end). Both servers' labels are compared on 200 sentences
-first (agreement: the variant's int8 or pruning error, or 100% for the same model).
-Results: OUTPUT/serve_load.json and OUTPUT/serve_load.md (the table and the command).
+For each concurrency level, asyncio clients (one process, each a keep-alive HTTP/1.1 connection on asyncio
+streams) send SST-2 dev sentences, each client one request at a time, for --duration seconds after --warmup
+seconds; the two servers are measured one after the other, their order alternating between levels (the machines
+are shared: compare the ratios). Reported per server and level: requests/s, latency p50/p95/p99, errors (a
+non-200 answer or a failed connection) and lost requests (sent, never answered within --grace seconds of the
+end). Both servers' labels are compared on 200 sentences first (agreement: the variant's int8 or pruning error,
+or 100% for the same model). Then the one-client gap: --gap-rounds alternating rounds of the served folder's
+batch-1 p50 by ``pretune bench`` (the model alone, in its own process) and --gap-seconds of one client of pretune
+serve; the gap is the median over rounds of served p50 minus bench p50.
+Results: OUTPUT/serve_load.json and OUTPUT/serve_load.md (the tables and the command).
 
 No ``from __future__ import annotations``: FastAPI reads the baseline route's annotation (a class made inside
 ``baseline_server``).
@@ -27,6 +30,7 @@ import json
 import os
 import shlex
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -51,6 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--max-batch-size", type=int, default=32, help="pretune serve --max-batch-size")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="pretune serve --max-wait-ms")
+    p.add_argument("--gap-rounds", type=int, default=5, help="alternating rounds of the model alone (pretune bench) "
+                   "and one client of pretune serve, for the one-client gap")
+    p.add_argument("--gap-seconds", type=float, default=5.0, help="seconds of one client per gap round")
     p.add_argument("--output", default="bench-out/serve_load")
     p.add_argument("--baseline-server", metavar="MODEL", help=argparse.SUPPRESS)  # internal: run the baseline
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -286,7 +293,7 @@ def main(argv=None) -> int:
                           ports["baseline"], "baseline"),
     }
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    rows, own = [], []
+    rows, gaps = [], []
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -297,17 +304,20 @@ def main(argv=None) -> int:
         for n, clients in enumerate(int(c) for c in args.concurrency.split(",")):
             order = ["pretune", "baseline"] if n % 2 == 0 else ["baseline", "pretune"]
             level = {}
-            if clients == 1:  # the model alone, just before and just after its one-client level
-                own.append(own_latency(args.model, args.data, args.threads, out))
             for name in order:
                 level[name] = {"server": name, **asyncio.run(load(urls[name], texts, clients, args.warmup,
                                                                   args.duration, args.grace))}
-                if clients == 1 and name == "pretune":
-                    own.append(own_latency(args.model, args.data, args.threads, out))
             level["pretune"]["ratio"] = level["pretune"]["requests_per_s"] / max(level["baseline"]["requests_per_s"],
                                                                                  1e-9)
             rows += [level["pretune"], level["baseline"]]
             print("\n".join(table(rows[-2:]).splitlines()[2:]), flush=True)
+        for r in range(args.gap_rounds):  # the model alone, then one client of pretune serve, side by side
+            alone = own_latency(args.model, args.data, args.threads, out)
+            served = asyncio.run(load(urls["pretune"], texts, 1, 1.0, args.gap_seconds, args.grace))
+            gaps.append({"round": r + 1, "bench_p50_ms": alone, "served_p50_ms": served["p50_ms"],
+                         "gap_ms": served["p50_ms"] - alone})
+            print(f"one-client round {r + 1}: bench p50 {alone:.2f} ms, served p50 {served['p50_ms']:.2f} ms, "
+                  f"{served['p50_ms'] - alone:+.2f} ms", flush=True)
     finally:
         for proc in servers.values():
             proc.send_signal(signal.SIGTERM)
@@ -317,16 +327,18 @@ def main(argv=None) -> int:
             f"level after {args.warmup:.0f} s warm-up, clients in the same machine; labels agree on "
             f"{agree:.1%} of 200 sentences; pretune serve exited with {codes['pretune']} after SIGTERM; load average "
             f"{os.getloadavg()[0]:.1f} at the end")
-    one = next((r for r in rows if r["server"] == "pretune" and r["clients"] == 1), None)
-    if own and one is not None:
-        mid = sum(own) / len(own)
-        head += (f"\n\nAt 1 client pretune serve's p50 is {one['p50_ms']:.2f} ms; the variant's own batch-1 p50 by "
-                 f"pretune bench (the model alone, no HTTP, just before and after) is "
-                 f"{' and '.join(f'{x:.2f}' for x in own)} ms, mean {mid:.2f} ms: {one['p50_ms'] - mid:+.2f} ms")
-    report = f"{head}\n\n{table(rows)}\n\n```\n{command}\n```\n"
+    report = f"{head}\n\n{table(rows)}\n"
+    if gaps:
+        median = statistics.median(g["gap_ms"] for g in gaps)
+        report += (f"\nOne client against the model alone, in {len(gaps)} alternating rounds (pretune bench's batch-1 "
+                   f"p50 in its own process, then {args.gap_seconds:.0f} s of one client): median gap "
+                   f"**{median:+.2f} ms**\n\n| round | bench p50 ms | served p50 ms | gap ms |\n|---:|---:|---:|---:|\n"
+                   + "".join(f"| {g['round']} | {g['bench_p50_ms']:.2f} | {g['served_p50_ms']:.2f} | "
+                             f"{g['gap_ms']:+.2f} |\n" for g in gaps))
+    report += f"\n```\n{command}\n```\n"
     (out / "serve_load.json").write_text(json.dumps({"command": command, "model": args.model, "variant": variant,
-                                                     "own_p50_ms": own, "baseline": baseline, "agreement": agree,
-                                                     "rows": rows,
+                                                     "one_client_rounds": gaps, "baseline": baseline,
+                                                     "agreement": agree, "rows": rows,
                                                      "threads": args.threads, "pretune_exit": codes["pretune"]},
                                                     indent=2) + "\n")
     (out / "serve_load.md").write_text(report)
