@@ -148,7 +148,16 @@ def test_the_token_guards_every_route_but_health(main_server):
 
 
 def test_a_client_that_leaves_does_not_break_the_batch_of_the_others(main_server, expected):
-    left_before = metric(main_server.metrics(), "pretune_serve_requests_total", route="/predict", status="499")
+    """Two clients send a request and close at once, among six that wait for their answers. The six get their own
+    rows, and each request is accounted for once: a departure the server noticed before the batch ran is a 499
+    (its texts skipped: test_batching covers that path deterministically), one it noticed later was answered into
+    a closed socket, a 200. Which of the two depends on the timing of the close; nothing else may happen."""
+    def counts():
+        text = main_server.metrics()
+        return {status: metric(text, "pretune_serve_requests_total", route="/predict", status=status)
+                for status in ("200", "499", "500")}
+
+    before = counts()
     body = json.dumps({"text": SHORT[0]}).encode()
 
     def leave(_):
@@ -163,11 +172,12 @@ def test_a_client_that_leaves_does_not_break_the_batch_of_the_others(main_server
         assert answer[0] == 200 and same_row(answer[1]["result"], expected[text]), answer
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:  # the server notes the departures as it gets to them
-        left = metric(main_server.metrics(), "pretune_serve_requests_total", route="/predict", status="499")
-        if left - left_before == 2:
+        now = counts()
+        delta = {k: now[k] - before[k] for k in now}
+        if delta["200"] + delta["499"] == 8:
             break
         time.sleep(0.1)
-    assert left - left_before == 2, main_server.metrics()
+    assert delta["200"] + delta["499"] == 8 and delta["200"] >= 6 and delta["500"] == 0, main_server.metrics()
     assert main_server.predict({"texts": SHORT[:3]})[0] == 200
 
 
