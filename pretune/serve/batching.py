@@ -12,18 +12,21 @@ own rows.
          every one of its texts has one
 
 The model runs in its own thread, one call at a time, so the event loop keeps accepting requests while it works and
-the texts that arrive meanwhile form the next batch. Waiting for company pays only when company is coming: a
-request counts as on its way from when its handler starts reading it until it submits its texts
-(``on_the_way``), and with none on the way a lone request runs at once, so one client sees the model's own
-latency, not ``max_wait`` more. Sorting by length keeps the padding low when a window holds
-short and long texts. A request whose client went away is cancelled: its texts are skipped if they have not run
-yet, and its rows are dropped if they have; the other requests of the batch are not affected. If a model call
-fails, its texts are tried again request by request, so that one request's failure is not its neighbours'.
+the texts that arrive meanwhile form the next batch. Waiting for company pays only when company is coming: a request
+counts as on its way from when its handler starts reading it until it submits its texts (``on_the_way``), and with
+none on the way a lone request runs at once, so one client sees the model's own latency, not ``max_wait`` more; and
+when its text's last lone call took under ``inline_s`` (a small model), it runs on the event loop's own thread,
+since the hop to the model thread and back (about half a millisecond on a busy CPU) would be a good part of its
+call: the loop is held meanwhile, briefly, while nobody else waits. Sorting by length keeps the padding low when a
+window holds short and long texts. A request whose client went away is cancelled: its texts are skipped if they have
+not run yet, and its rows are dropped if they have; the other requests of the batch are not affected. If a model
+call fails, its texts are tried again request by request, so that one request's failure is not its neighbours'.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 WINDOW = 4  # batches' worth of waiting texts sorted by length together
+INLINE_S = 0.010  # a lone text runs on the event loop when the last lone call took less
 
 
 class BatcherClosed(RuntimeError):
@@ -68,10 +72,13 @@ class Batcher:
             its batch runs; with none on the way it runs at once.
         max_queue: texts waiting at most; a request that would exceed it is refused (None: no limit).
         on_batch: ``(texts, seconds)`` after each model call (metrics).
+        inline_s: a lone text (none other waiting or on its way) runs on the event loop's thread when the last
+            lone call took less than this; 0: every call runs in the model thread.
     """
 
     def __init__(self, predict: Callable[[list], list], *, max_batch_size: int, max_wait_s: float,
-                 max_queue: Optional[int] = None, on_batch: Optional[Callable[[int, float], None]] = None):
+                 max_queue: Optional[int] = None, on_batch: Optional[Callable[[int, float], None]] = None,
+                 inline_s: float = INLINE_S):
         self.predict = predict
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
@@ -82,6 +89,9 @@ class Batcher:
         self._task: Optional[asyncio.Task] = None
         self._executor: Optional[ThreadPoolExecutor] = None
         self._coming = 0  # requests being read and tokenized, whose texts will be submitted soon
+        self.inline_s = inline_s
+        self._lone_s = math.inf  # seconds of the last call of one text (until one has run: too long to inline)
+        self.inline_calls = 0  # calls run on the event loop's thread (tests, metrics)
 
     @property
     def queue_depth(self) -> int:
@@ -180,9 +190,15 @@ class Batcher:
         if not live:
             return
         loop = asyncio.get_running_loop()
+        payloads = [it.payload for it in live]
+        lone = len(live) == 1
         t0 = time.perf_counter()
         try:
-            rows = await loop.run_in_executor(self._executor, self._predict_checked, [it.payload for it in live])
+            if lone and self._lone_s < self.inline_s and not self._queue and self._coming == 0:
+                self.inline_calls += 1
+                rows = self._predict_checked(payloads)  # on the loop: nobody waits, and the hop would cost more
+            else:
+                rows = await loop.run_in_executor(self._executor, self._predict_checked, payloads)
         except Exception as e:  # delivered to the requests; the loop goes on
             requests = {id(it.request): it.request for it in live}
             if len(requests) > 1:  # find whose texts fail: one request at a time
@@ -194,8 +210,11 @@ class Batcher:
                     it.request.future.set_exception(e)
             return
         finally:
+            seconds = time.perf_counter() - t0
+            if lone:
+                self._lone_s = seconds
             if self.on_batch is not None:
-                self.on_batch(len(live), time.perf_counter() - t0)
+                self.on_batch(len(live), seconds)
         for it, row in zip(live, rows):
             request = it.request
             if request.future.done():  # cancelled while the model ran: its rows are dropped

@@ -7,6 +7,11 @@ limit), so that a bad path or an unservable model is a one-line error before the
     texts ──task.read──▶ examples ──task.encode──▶ Encoded ──task.collate──▶ padded batch
           ──runner.predict──▶ logits ──place_outputs──▶ outputs ──task.rows──▶ one row per text
 
+For the tasks that read one text (or pair) per row and give one output per row (classification, regression), a
+request's texts skip the task's reading and encoding: they were checked when the request came in, and the model's
+thread calls the Rust tokenizer directly and pads in numpy (``SequenceEncoder``), the same token ids in a third of
+the time, which one client would otherwise wait for on every request.
+
 Every format ``pretune compress`` writes loads here (``pretune.bench.runtimes.load_runner``); the rows are the
 ones ``pretune predict`` writes for the same task (classification: ``label`` and ``probs``; regression:
 ``prediction``; token classification: ``tokens``, ``tags`` and ``entities``).
@@ -20,20 +25,75 @@ import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
 from .. import tasks
 from ..compress.formats import Located, locate  # what compress writes: serve loads the recommended variant
 from ..config import DataConfig
-from ..data import Table, place_outputs
+from ..data import Table, collate, place_outputs
 from ..errors import ConfigError, DataError, ModelError
 from .config import DEFAULT_MAX_LENGTH, ServeConfig
 
 log = logging.getLogger("pretune.serve")
 MEASURE_LENGTH = 1 << 30  # encode without truncation, to count a text's tokens
 Payload = tuple[str, Optional[str]]  # (text, text pair or None)
+
+
+class SequenceEncoder:
+    """Texts (and pairs) to a padded batch of numpy inputs with the Rust tokenizer alone: the token ids the
+    sentence tasks' ``encode`` and ``collate`` give (truncated to ``max_length``, longest first for pairs, special
+    tokens added), without the tokenizer's Python wrapper or torch. Use ``SequenceEncoder.make``, which returns one
+    only when it agrees with the wrapper on probe texts."""
+
+    PROBES = (["warm up the model", "an unusually long text " * 200], ["a pair", "of texts " * 200])
+
+    def __init__(self, tokenizer, max_length: int, pad_id: int):
+        self.backend = copy.deepcopy(tokenizer.backend_tokenizer)  # its own truncation and padding state
+        self.backend.no_padding()
+        self.backend.enable_truncation(max_length, strategy="longest_first",
+                                       direction=getattr(tokenizer, "truncation_side", "right"))
+        self.pad_id = pad_id
+        self.type_ids = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
+
+    @classmethod
+    def make(cls, task, tokenizer, max_length: int, pad_id: int, reference: Callable) -> Optional["SequenceEncoder"]:
+        """The encoder for ``task``, or None: a task that is not sentence-level, a tokenizer without a Rust
+        backend, or one whose wrapper encodes the probe texts differently from its backend (Python-side
+        processing). ``reference(texts, pairs)`` is the task's own padded batch, as numpy arrays."""
+        from ..tasks import sentences
+
+        if task.encode is not sentences.encode or task.collate is not collate:
+            return None
+        if getattr(tokenizer, "backend_tokenizer", None) is None:
+            return None
+        try:
+            encoder = cls(tokenizer, max_length, pad_id)
+            for texts, pairs in ((cls.PROBES[0], None), (cls.PROBES[0], cls.PROBES[1])):
+                want, got = reference(texts, pairs), encoder(texts, pairs)
+                if set(got) != set(want) or any(not np.array_equal(got[k], want[k]) for k in got):
+                    log.debug("the tokenizer's wrapper encodes differently from its Rust backend: texts go "
+                              "through the task's encoding")
+                    return None
+        except Exception:  # an unusual tokenizer: the task's own path serves it
+            log.debug("no direct tokenizer path", exc_info=True)
+            return None
+        return encoder
+
+    def __call__(self, texts: list[str], pairs: Optional[list[str]]) -> dict[str, np.ndarray]:
+        encodings = self.backend.encode_batch(texts if pairs is None else list(zip(texts, pairs)))
+        width = max(len(e.ids) for e in encodings)
+        ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(encodings), width), dtype=np.int64)
+        types = np.zeros((len(encodings), width), dtype=np.int64) if self.type_ids else None
+        for j, e in enumerate(encodings):
+            n = len(e.ids)
+            ids[j, :n] = e.ids
+            mask[j, :n] = 1
+            if types is not None:
+                types[j, :n] = e.type_ids
+        return {"input_ids": ids, "attention_mask": mask, **({"token_type_ids": types} if types is not None else {})}
 
 
 @dataclass(frozen=True)
@@ -102,6 +162,8 @@ class ServedModel:
         self._counting_on_loop = copy.deepcopy(self.tokenizer)
         self._counting = copy.deepcopy(self.tokenizer)
         self._counting_lock = threading.Lock()
+        self.direct = SequenceEncoder.make(self.task, self.tokenizer, target.max_length, self.pad_id,
+                                           lambda texts, pairs: self._task_batch(texts, pairs)[0])
 
     def info(self) -> dict[str, str]:
         return {**self.target.info(), "backend": self.runner.backend}
@@ -157,13 +219,19 @@ class ServedModel:
         return rows
 
     def _rows(self, texts: list[str], pairs: Optional[list[str]]) -> list[dict]:
+        if self.direct is not None:  # checked by prepare already; one output per text, which the rows read alone
+            return self.task.rows(self.runner.predict(self.direct(texts, pairs)), None, self.target.spec, None)
+        batch, enc, examples = self._task_batch(texts, pairs)
+        logits = self.runner.predict(batch)
+        return self.task.rows(place_outputs(None, enc, np.arange(len(enc)), logits), enc, self.target.spec, examples)
+
+    def _task_batch(self, texts: list[str], pairs: Optional[list[str]]):
+        """(one padded batch of numpy inputs, Encoded, examples) by the task's own reading and encoding."""
         examples, cfg = self._examples(texts, pairs)
         enc = self.task.encode(examples, self.tokenizer, cfg, None, None, self.target.spec)
-        every = np.arange(len(enc))  # one padded batch: the batcher sized and grouped it
-        batch = self.task.collate(enc, every, self.pad_id)
+        batch = self.task.collate(enc, np.arange(len(enc)), self.pad_id)  # one batch: the batcher sized it
         batch.pop("labels", None)
-        logits = self.runner.predict({k: v.numpy() for k, v in batch.items()})
-        return self.task.rows(place_outputs(None, enc, every, logits), enc, self.target.spec, examples)
+        return {k: v.numpy() for k, v in batch.items()}, enc, examples
 
     def warm_up(self, batch_size: int) -> float:
         """Run a batch of one text and a full batch (the first calls allocate); returns the seconds taken."""

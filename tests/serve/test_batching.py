@@ -188,3 +188,28 @@ def test_a_full_queue_refuses_new_texts_and_takes_them_again_once_it_drains():
         return rows, later
 
     assert run(main()) == (["row of a", "row of b", "row of c"], ["row of d", "row of e", "row of f"])
+
+
+def test_a_lone_short_call_runs_on_the_event_loop_and_a_long_or_shared_one_in_the_model_thread():
+    """The hop to the model thread and back costs about half a millisecond on a busy CPU: a lone text whose last
+    lone call was short runs on the loop's own thread; a slow model, or a text with others waiting, does not."""
+    quick, slow = Model(), Model(delay=0.02)
+
+    async def main(model, inline_s):
+        b = Batcher(model, max_batch_size=8, max_wait_s=0.05, inline_s=inline_s)
+        b.start()
+        loop_thread = threading.current_thread().name
+        placed = []
+        for i in range(3):  # the first lone call is timed in the model thread; the next ones follow its time
+            model.threads.clear()
+            assert await b.submit([f"alone {i}"], [1]) == [f"row of alone {i}"]
+            placed.append(loop_thread in model.threads)
+        model.threads.clear()
+        await asyncio.gather(*(b.submit([f"x{i}"], [1]) for i in range(3)))  # three waiting: not on the loop
+        placed.append(loop_thread in model.threads)
+        await b.close()
+        return placed, b.inline_calls
+
+    assert run(main(quick, 0.01)) == ([False, True, True, False], 2)
+    assert run(main(slow, 0.01)) == ([False, False, False, False], 0)  # 20 ms calls would hold the loop
+    assert run(main(Model(), 0.0)) == ([False, False, False, False], 0)  # turned off
