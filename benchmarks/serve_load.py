@@ -133,9 +133,7 @@ def own_latency(model: str, data: str, threads: int, output: Path) -> float:
     out = output / "own-bench"
     cmd = [sys.executable, "-m", "pretune", "bench", model, "--data", data, "--text", "sentence", "--threads",
            str(threads), "--runs", "500", "--max-eval-samples", "200", "--output", str(out)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "HF_HUB_OFFLINE": "1"}
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, env=child_env(), check=True, stdout=subprocess.DEVNULL)
     return json.loads((out / "bench.json").read_text())["latency_ms"]["p50"]
 
 
@@ -147,10 +145,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def child_env() -> dict[str, str]:
+    """The environment of the servers and the bench: this checkout's pretune, offline, no tokenizer threads."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
 def start(cmd: list[str], port: int, name: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=sys.stderr)
+    proc = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.DEVNULL, stderr=sys.stderr)
     import httpx
 
     deadline = time.monotonic() + 600

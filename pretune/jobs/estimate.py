@@ -5,9 +5,12 @@
     probe:  ``steps`` optimizer steps on batches drawn as training draws them (timed one by one)
     eval:   one evaluation pass over up to ``eval_rows`` rows, scaled to the eval set (timed)
 
-Predicted trial seconds = setup + steps x mean step + evaluations x eval pass + saves. The stated
-error is two standard errors of the mean step time (batches differ in length) plus the spread of
-the fixed costs, as a percentage. It cannot see what else the machine will be running later.
+Predicted trial seconds = setup + steps x mean step + evaluations x eval pass + saves. Batches differ in length,
+and a few timed steps are a noisy sample of them, but every batch's padded size is known before training: the
+timed steps fit step seconds = fixed + per-token x padded tokens (``step_model``), and the mean step is that line
+averaged over every step of an epoch. The stated error is two standard errors of that mean (the residuals of the
+fit) plus the spread of the fixed costs, as a percentage. It cannot see what else the machine will be running
+later.
 By default the probe runs in a fresh process so its peak memory is its own.
 """
 
@@ -29,7 +32,7 @@ from ..errors import PretuneError
 class Estimate:
     trial_s: float  # predicted wall seconds of one fit with this config
     error_pct: float  # stated relative error of trial_s (percent)
-    step_s: float  # mean seconds per optimizer step in the probe
+    step_s: float  # mean seconds per optimizer step over an epoch, from the timed steps (``step_model``)
     steps: int  # optimizer steps one trial takes
     evals: int  # evaluations one trial makes
     eval_s: float  # seconds per evaluation pass over the whole eval set
@@ -63,6 +66,34 @@ def _timed_step(model, optimizer, train_set, rows_groups, pad_id, cfg, loss_fn, 
                    pad_id=pad_id, cfg=cfg, params=params, step=1, collate=collate, runtime=rt, scaler=scaler)
     rt.synchronize()
     return time.perf_counter() - t0
+
+
+def step_model(tokens, times, epoch_tokens) -> tuple[float, float]:
+    """(mean step seconds over the epoch, its standard error) from the timed steps' padded ``tokens`` and
+    ``times``, and the padded tokens of every step of the epoch (``epoch_tokens``).
+
+    A least-squares line, seconds = fixed + per-token x tokens, when the timed steps span enough lengths for one
+    and it comes out with both parts non-negative; otherwise seconds in proportion to tokens (a noisy line's
+    slope can come out negative). With all timed steps the same size, their plain mean. The error is the fit's
+    residual spread over the square root of the steps timed.
+    """
+    import numpy as np
+
+    tokens, times = np.asarray(tokens, dtype=float), np.asarray(times, dtype=float)
+    n = len(times)
+    if n < 2 or np.ptp(tokens) < 0.05 * tokens.mean():
+        return float(times.mean()), float(times.std(ddof=1) / math.sqrt(n)) if n > 1 else float(times.mean())
+    mean_tokens = float(np.mean(epoch_tokens))
+    slope, fixed = np.polyfit(tokens, times, 1) if n >= 3 else (-1.0, 0.0)
+    if slope > 0 and fixed >= 0:
+        predicted, dof = fixed + slope * tokens, max(n - 2, 1)
+        mean = fixed + slope * mean_tokens
+    else:
+        per_token = times.sum() / tokens.sum()
+        predicted, dof = per_token * tokens, n - 1
+        mean = per_token * mean_tokens
+    spread = math.sqrt(float(((times - predicted) ** 2).sum()) / dof)
+    return float(mean), spread / math.sqrt(n)
 
 
 def probe(cfg: RunConfig, steps: int = 8, eval_rows: int = 256) -> Estimate:
@@ -101,6 +132,9 @@ def probe(cfg: RunConfig, steps: int = 8, eval_rows: int = 256) -> Estimate:
         picks = np.linspace(0, len(groups) - 1, num=min(steps, len(groups))).round().astype(int)
         times = np.array([_timed_step(model, optimizer, data.train, groups[i], pad_id, tc, loss_fn, collate, rt, scaler)
                           for i in picks])
+        # Padded tokens per step: what a step's time follows, known for every step before it runs.
+        padded = [sum(len(b) * int(data.train.lengths[b].max()) for b in g) for g in groups]
+        step_s, sem = step_model([padded[i] for i in picks], times, padded)
 
         sub = data.eval.select(list(range(min(eval_rows, len(data.eval)))))
         t0 = time.perf_counter()
@@ -111,12 +145,11 @@ def probe(cfg: RunConfig, steps: int = 8, eval_rows: int = 256) -> Estimate:
     per_epoch, total = plan_steps(len(data.train), tc)
     evals = math.ceil(total / (tc.eval_every or per_epoch)) + len(tc.eval_at or ())
     # evaluations + checkpoints (one per evaluation by default) + the final eval and model save
-    trial_s = setup_s + total * times.mean() + (evals + 1) * eval_s + (evals + 1) * save_s
-    sem = times.std(ddof=1) / math.sqrt(len(times)) if len(times) > 1 else times.mean()
+    trial_s = setup_s + total * step_s + (evals + 1) * eval_s + (evals + 1) * save_s
     err_s = 2 * sem * total + 0.2 * (setup_s + (evals + 1) * (eval_s + save_s))  # fixed costs vary ~20% run to run
     peak = peak_memory_mb(rt.device)  # allocated tensors on a GPU, resident memory on the CPU
     device = rt.describe()
-    return Estimate(trial_s=float(trial_s), error_pct=float(100 * err_s / trial_s), step_s=float(times.mean()),
+    return Estimate(trial_s=float(trial_s), error_pct=float(100 * err_s / trial_s), step_s=step_s,
                     steps=total, evals=evals, eval_s=float(eval_s), setup_s=float(setup_s), save_s=float(save_s),
                     first_setup_s=float(cold_s),
                     peak_memory_mb=float(peak), device=device, probe_steps=len(times), train_rows=len(data.train),

@@ -71,3 +71,25 @@ def test_cli_prints_the_estimate(probe_config, capsys):
     out = json.loads(captured.out)
     assert out["probe_steps"] == 3 and out["steps"] == 113 and out["trial_s"] > 0
     assert "per trial (+/-" in captured.err
+
+
+def test_step_model_averages_a_line_through_the_timed_steps_over_every_step_of_the_epoch():
+    """Batches differ in length and eight timed steps are a noisy sample of them (a TweetEval probe's plain mean was
+    581-603 ms a step against 457 ms in the trial); their padded sizes are known for every step, so the line
+    through the timed ones predicts the epoch's mean."""
+    from pretune.jobs.estimate import step_model
+
+    epoch = [300, 400, 500, 600, 700, 800, 900, 1000] * 10  # mean 650 tokens
+    timed = [300, 3000, 400, 500]  # one long batch drawn: a plain mean would be 0.88 s
+    line = [0.05 + 0.001 * t for t in timed]
+    mean, sem = step_model(timed, line, epoch)
+    assert mean == pytest.approx(0.05 + 0.001 * 650) and sem == pytest.approx(0, abs=1e-9)
+    noisy = [t * f for t, f in zip(line, (1.05, 0.97, 0.96, 1.02))]
+    mean, sem = step_model(timed, noisy, epoch)
+    assert abs(mean - 0.7) < 0.05 and 0 < sem < 0.05
+    # A line whose fixed part comes out negative: seconds in proportion to tokens instead
+    mean, _ = step_model([100, 200, 400], [0.05, 0.2, 0.5], [200, 200])
+    assert mean == pytest.approx(0.75 / 700 * 200)
+    # Steps all the same size: the plain mean and its standard error
+    mean, sem = step_model([64, 64, 64], [0.1, 0.2, 0.3], [64] * 5)
+    assert mean == pytest.approx(0.2) and sem == pytest.approx(0.1 / math.sqrt(3))
