@@ -18,6 +18,13 @@ subset, training seed and sampler seed, shared by the arms so they are paired) a
     python benchmarks/search_efficiency.py --seed 1 --out runs/bench-search-s1   # ... and so on
     python benchmarks/search_efficiency.py --combine runs/bench-search-s1 runs/bench-search-s2 ...
 
+Leave-one-task-out over many tasks, in trials rather than samples, with a portfolio built without the task it is
+tested on and the default configuration as an arm of its own (issue 18): ``--held-out`` followed by the arguments of
+``benchmarks/portfolio/held_out.py``, which does the work:
+
+    python benchmarks/search_efficiency.py --held-out --tasks trec,mrpc --seeds 0 --work bench-out/held-out
+    python benchmarks/search_efficiency.py --held-out --report --work bench-out/held-out
+
 Whether pruning can pay on a task depends on how well early evaluations rank the trials; ``--curves`` measures
 that on the unpruned arms of finished runs, and ``--replay`` runs their recorded trials through each of pretune's
 pruners to estimate what it would save.
@@ -326,6 +333,11 @@ def replay(dirs: list[str], rules=REPLAY_RULES, within: float = 0.005) -> dict:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--held-out"]:  # issue 18's measure: the arguments are held_out.py's
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from benchmarks.portfolio import held_out
+
+        return held_out.main(sys.argv[2:])
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--budget", type=int, default=20000, help="training samples per arm")
     p.add_argument("--train-rows", type=int, default=4000)

@@ -377,13 +377,13 @@ def build(task: Task, seed: int, data_dir: Path = DATA, max_train: int = MAX_TRA
     return train, dev, {"origin": src.origin, **{k: v for k, v in counts.items() if v or k in ("train", "dev")}}
 
 
-def write_subset(task: Task, seed: int, work: Path, data_dir: Path = DATA) -> Subset:
+def write_subset(task: Task, seed: int, work: Path, data_dir: Path = DATA, max_train: int = MAX_TRAIN) -> Subset:
     """Write ``WORK/data/TASK/seedN/{train,dev}.jsonl`` and ``subset.json`` (the counts); returns the ``Subset``.
 
     Raises:
         FileNotFoundError: the data folder lacks the task's files (set PRETUNE_DATA or --data).
     """
-    train, dev, counts = build(task, seed, data_dir)
+    train, dev, counts = build(task, seed, data_dir, max_train)
     folder = Path(work) / "data" / task.name / f"seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     _write_if_changed(folder / "train.jsonl", _jsonl_text(train))
