@@ -97,7 +97,7 @@ def baseline_server(args) -> None:
         with lock, torch.inference_mode():
             probs = model(**enc).logits.float().softmax(-1)[0]
         return {"result": {"label": labels[int(probs.argmax())],
-                           "probs": {labels[i]: round(float(p), 6) for i, p in enumerate(probs)}}}
+                           "probabilities": {labels[i]: round(float(p), 6) for i, p in enumerate(probs)}}}
 
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 

@@ -87,8 +87,8 @@ def evaluate_folder(model_dir: str, data: str, *, task: str | None = None, text:
 def predict_file(model_dir: str, data: str, *, text: str = "text", text_pair: str | None = None,
                  max_length: int = 128, batch_size: int = 64, threads: int | None = None, device: str = "auto",
                  precision: str = "auto") -> list[dict]:
-    """One dict per row, as the model's task writes it (classification: ``label`` and ``probs``;
-    regression: ``prediction``; token classification: ``tokens``, ``tags`` and ``entities``), computed on
+    """One dict per row, as the model's task writes it (classification: ``label`` and ``probabilities``;
+    regression: ``score``; token classification: ``tokens``, ``tags`` and ``entities``), computed on
     ``device`` in ``precision``. ``model_dir`` is any folder ``open_model`` accepts."""
     set_threads(threads)
     rt = resolve(device, precision)

@@ -13,8 +13,8 @@ thread calls the Rust tokenizer directly and pads in numpy (``SequenceEncoder``)
 tokenizer's Python wrapper and torch's tensors, about 0.4 ms less on every call, which one client waits for.
 
 Every format ``pretune compress`` writes loads here (``pretune.bench.runtimes.load_runner``); the rows are the
-ones ``pretune predict`` writes for the same task (classification: ``label`` and ``probs``; regression:
-``prediction``; token classification: ``tokens``, ``tags`` and ``entities``).
+ones ``pretune predict`` writes for the same task (classification: ``label`` and ``probabilities``; regression:
+``score``; token classification: ``tokens``, ``tags`` and ``entities``).
 """
 
 from __future__ import annotations

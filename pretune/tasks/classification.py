@@ -74,11 +74,11 @@ def metrics(outputs: np.ndarray, enc: Encoded, spec: TaskSpec) -> dict:
 
 
 def rows(outputs: np.ndarray, enc: Encoded, spec: TaskSpec, examples=None) -> list[dict]:
-    """``label`` and ``probs`` (softmax) per row."""
+    """``label`` and ``probabilities`` (softmax, by class name) per row."""
     z = outputs - outputs.max(-1, keepdims=True)
     probs = np.exp(z) / np.exp(z).sum(-1, keepdims=True)  # softmax, stable
     return [{"label": spec.labels[int(p.argmax())],
-             "probs": {name: round(float(v), 6) for name, v in zip(spec.labels, p)}} for p in probs]
+             "probabilities": {name: round(float(v), 6) for name, v in zip(spec.labels, p)}} for p in probs]
 
 
 TASK = register(Task(

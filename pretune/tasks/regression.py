@@ -59,7 +59,7 @@ def metrics(outputs: np.ndarray, enc: Encoded, spec: TaskSpec) -> dict:
 
 
 def rows(outputs: np.ndarray, enc: Encoded, spec: TaskSpec, examples=None) -> list[dict]:
-    return [{"prediction": float(v)} for v in outputs.reshape(-1)]
+    return [{"score": float(v)} for v in outputs.reshape(-1)]
 
 
 TASK = register(Task(

@@ -42,7 +42,7 @@ def test_fit_writes_a_complete_run_folder(tiny_bert, sentiment_csv, sentiment_ev
     assert main(["predict", str(out / "model"), "--input", str(pred_in), "--output", str(tmp_path / "p.jsonl")]) == 0
     preds = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert [p["label"] for p in preds] == ["pos", "neg"]
-    assert all(abs(sum(p["probs"].values()) - 1) < 1e-4 for p in preds)
+    assert all(abs(sum(p["probabilities"].values()) - 1) < 1e-4 for p in preds)
 
     # eval: the same metrics as the run's final evaluation on the same file
     capsys.readouterr()

@@ -51,7 +51,7 @@ def test_every_variant_predicts_evaluates_and_benches_alike(compressed, tiny_dat
     assert accuracy == pytest.approx(bench_result["eval"]["metrics"]["accuracy"], abs=1e-9)
     metrics = evaluate_folder(folder, str(tiny_data[1]), max_length=32, threads=1, device="cpu", precision="fp32")
     assert metrics["accuracy"] == pytest.approx(accuracy, abs=1e-9) and metrics["rows"] == len(truth)
-    assert all(sum(r["probs"].values()) == pytest.approx(1.0, abs=1e-4) for r in rows)
+    assert all(sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-4) for r in rows)
 
 
 def test_a_compress_or_run_folder_loads_its_recommended_variant(compressed, tiny_data, tmp_path, capsys):

@@ -213,7 +213,7 @@ def test_fit_predict_and_reload_with_transformers(family, task, pair, method, fa
                           "method": {"name": method}, "output": str(tmp_path / "run")})
     # fp32, as transformers runs the reference below (predict defaults to bf16 on a bf16 CPU)
     rows = pretune.predict(str(result.model_dir), str(data), max_length=24, threads=1, precision="fp32", **columns)
-    assert len(rows) == 64 and all(("label" in r) if task == "classification" else ("prediction" in r) for r in rows)
+    assert len(rows) == 64 and all(("label" in r) if task == "classification" else ("score" in r) for r in rows)
 
     # the saved folder is a plain transformers model: the same outputs with transformers alone, padded its way
     import csv
@@ -228,8 +228,8 @@ def test_fit_predict_and_reload_with_transformers(family, task, pair, method, fa
     with torch.no_grad():
         logits = plain(**{k: v for k, v in enc.items() if k in tok.model_input_names}).logits
     if task == "regression":
-        assert [r["prediction"] for r in rows[:8]] == pytest.approx(logits.squeeze(-1).tolist(), abs=1e-5)
+        assert [r["score"] for r in rows[:8]] == pytest.approx(logits.squeeze(-1).tolist(), abs=1e-5)
     else:
         probs = torch.softmax(logits, -1)
-        got = [p for r in rows[:8] for p in r["probs"].values()]
+        got = [p for r in rows[:8] for p in r["probabilities"].values()]
         assert got == pytest.approx(probs.reshape(-1).tolist(), abs=1e-5)

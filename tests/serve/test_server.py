@@ -43,9 +43,9 @@ def expected(classifier, tmp_path_factory) -> dict[str, dict]:
 
 
 def same_row(got: dict, want: dict) -> bool:
-    return got["probs"].keys() == want["probs"].keys() and \
-        all(abs(got["probs"][k] - want["probs"][k]) < 1e-4 for k in want["probs"]) and \
-        (got["label"] == want["label"] or abs(max(want["probs"].values()) - sorted(want["probs"].values())[-2]) < 1e-3)
+    return got["probabilities"].keys() == want["probabilities"].keys() and \
+        all(abs(got["probabilities"][k] - want["probabilities"][k]) < 1e-4 for k in want["probabilities"]) and \
+        (got["label"] == want["label"] or abs(max(want["probabilities"].values()) - sorted(want["probabilities"].values())[-2]) < 1e-3)
 
 
 def batches(text: str) -> tuple[float, float]:

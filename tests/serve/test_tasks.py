@@ -63,12 +63,12 @@ def test_pairs_get_the_regression_rows_of_predict(regression, tmp_path):
     answer = client.post("/predict", json={"texts": [a for a, _ in PAIRS], "text_pairs": [b for _, b in PAIRS]})
     assert answer.status_code == 200, answer.text
     got = answer.json()["results"]
-    assert [r["prediction"] for r in got] == pytest.approx([r["prediction"] for r in want], abs=1e-5)
+    assert [r["score"] for r in got] == pytest.approx([r["score"] for r in want], abs=1e-5)
     one = client.post("/predict", json={"text": PAIRS[0][0], "text_pair": PAIRS[0][1]}).json()["result"]
-    assert one["prediction"] == pytest.approx(want[0]["prediction"], abs=1e-5)
+    assert one["score"] == pytest.approx(want[0]["score"], abs=1e-5)
     # without its pair a text is another input, with another prediction
     alone = client.post("/predict", json={"text": PAIRS[0][0]}).json()["result"]
-    assert alone["prediction"] != pytest.approx(want[0]["prediction"], abs=1e-6)
+    assert alone["score"] != pytest.approx(want[0]["score"], abs=1e-6)
 
 
 def test_refuse_turns_down_a_text_over_the_length_limit(regression):
