@@ -29,7 +29,9 @@ def probe_config(tmp_path_factory):
 
 @pytest.mark.slow
 def test_predicted_trial_time_and_memory_match_real_fits(probe_config, tmp_path):
-    est = estimate(probe_config)
+    # A shared machine's speed drifts by up to 2x between seconds (the same probe's steps took 6-12 ms): noise
+    # only slows a run, so compare the faster of two estimates with the faster of two fits.
+    est = min((estimate(probe_config) for _ in range(2)), key=lambda e: e.trial_s)
     assert est.steps == 339 and est.probe_steps == 8 and 0 < est.error_pct < 100
     pretune.fit(dict(probe_config, output=str(tmp_path / "warm")))  # a later trial: imports done, tokens cached
     actual = math.inf
@@ -37,9 +39,11 @@ def test_predicted_trial_time_and_memory_match_real_fits(probe_config, tmp_path)
         started = time.perf_counter()
         pretune.fit(dict(probe_config, output=str(tmp_path / f"timed{attempt}")))
         actual = min(actual, time.perf_counter() - started)
-    # The machine is shared: allow the stated error or 50%, whichever is larger.
-    tolerance = max(est.error_pct / 100, 0.5)
-    assert abs(actual - est.trial_s) <= tolerance * actual, (actual, est.describe())
+    # Within a factor of 1.6 either way, or the stated error if larger: wide for the drift above, narrow enough to
+    # catch one epoch counted instead of three, or a step time off by half.
+    ratio = est.trial_s / actual
+    allowed = max(1.6, 1 + est.error_pct / 100)
+    assert 1 / allowed <= ratio <= allowed, (actual, est.describe())
 
     # Peak memory: a fresh process running the same fit.
     code = ("import json, sys, pretune; pretune.fit(json.loads(sys.argv[1]));"
