@@ -94,14 +94,17 @@ class DpoConfig:
 class TrainConfig:
     epochs: float = 3.0
     max_steps: Optional[int] = None  # optimizer steps; overrides epochs
-    lr: float = 5e-5
+    # lr, weight_decay, warmup and layer_lr_decay: None takes the recipe for the model's family and size and the
+    # method (pretune.train.defaults: e.g. 3e-4, 0, 0.1, 0.8 for a small encoder's full fine-tune; else 5e-5, 0.01,
+    # 0.06, 1.0); config.yaml records the values used
+    lr: Optional[float] = None
     batch_size: int = 32
     eval_batch_size: int = 128
     grad_accum: int = 1
-    weight_decay: float = 0.01
-    warmup: float = 0.06  # fraction of optimizer steps (< 1) or a number of steps (>= 1)
+    weight_decay: Optional[float] = None
+    warmup: Optional[float] = None  # fraction of optimizer steps (< 1) or a number of steps (>= 1)
     schedule: str = "linear"  # linear | cosine | constant
-    layer_lr_decay: float = 1.0  # lr of layer l = lr * decay ** (n_layers - l); 1.0 disables
+    layer_lr_decay: Optional[float] = None  # lr of layer l = lr * decay ** (n_layers - l); 1.0 disables
     max_grad_norm: Optional[float] = 1.0
     # Evaluate and save an exponential moving average of the weights, decay warmed up as min(d, (1+t)/(10+t))
     # (e.g. 0.999; 0 disables; see pretune.train.average)

@@ -11,8 +11,10 @@ missing cell counting as no better than the default): a candidate half measured 
 The selection is ``pretune.search.portfolio.greedy``, the one ``pretune portfolio build`` uses: each task's scores
 normalised as the gain over the default (``--default``, the configuration pretune fit uses with no settings) as a
 share of the best gain on that task, then candidates added in the order that most raises the mean over tasks of the
-set's best. The written file lists the chosen candidates after the default (a search runs the default as trial 1,
-then these), with where they came from.
+set's best. The written file lists the default, then the chosen candidates, with where they came from. A search
+runs the model's own default configuration as trial 1 and drops an entry that repeats it, so on the model the
+matrix measured the file's first entry is skipped; on a model whose default recipe differs (``pretune.train.
+defaults``: a larger encoder, a decoder) it is the first configuration tried after that model's own.
 
 Leave-one-task-out (printed, and kept in the written file's ``source``): for each task, the portfolio is built
 from the other tasks alone, and the held-out task's best normalised score among the first k trials (the default
@@ -140,7 +142,8 @@ def main(argv=None) -> int:
     p.add_argument("--matrix", default=str(MATRIX))
     p.add_argument("--candidates", default=str(CANDIDATES))
     p.add_argument("--model", default="minilm")
-    p.add_argument("--default", default="c00", help="the candidate that is pretune's default configuration")
+    p.add_argument("--default", default="c04", help="the candidate that is pretune's default configuration for the "
+                   "model (c04, the small-encoder recipe, for MiniLM; see pretune.train.defaults)")
     p.add_argument("--size", type=int, default=8, help="portfolio entries after the default at most")
     p.add_argument("--partial", action="store_true", help="let in candidates not measured on every task")
     p.add_argument("--write", nargs="?", const=str(portfolio.PACKAGED), metavar="PATH",
@@ -173,7 +176,9 @@ def main(argv=None) -> int:
               f"random draws from {'the ' + str(len(lhs)) + ' Latin hypercube' if lhs else 'all'} candidates:")
         print(loo_table(loo) + "\n")
     if args.write:
-        entries = [portfolio.Entry(c, configs[c]["config"]) for c in chosen if c != args.default]
+        # The default leads: for the model measured it is trial 1 already and a search drops it as a repeat; for a
+        # model whose own default recipe differs (pretune.train.defaults) it is the first entry tried.
+        entries = [portfolio.Entry(c, configs[c]["config"]) for c in chosen]
         source = {
             "what": "greedy forward selection on the portfolio score matrix (benchmarks/portfolio/)",
             "command": "python -m benchmarks.portfolio.select " + " ".join(argv if argv is not None else
@@ -188,7 +193,7 @@ def main(argv=None) -> int:
                                        for arm in ("portfolio", "random")} for t, r in loo.items()},
         }
         path = portfolio.write(args.write, entries, source)
-        print(f"wrote {path}: {len(entries)} entries after the default ({', '.join(e.name for e in entries)})")
+        print(f"wrote {path}: {len(entries)} entries, the default first ({', '.join(e.name for e in entries)})")
     return 0
 
 

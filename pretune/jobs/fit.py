@@ -30,7 +30,7 @@ from ..models import (
 from ..models.fastpath import fast_path_status, first_token_only
 from ..models.sources import model_source
 from ..runtime import environment, resolve, seed_everything, set_threads
-from ..train import Callback, distributed, evaluate, train
+from ..train import Callback, defaults, distributed, evaluate, train
 
 log = logging.getLogger("pretune")
 
@@ -64,6 +64,7 @@ def prepare(cfg: RunConfig, device=None):
         raise ConfigError("no model: pass --model DIR or set model.path")
     cfg.model.path = resolve_model_path(cfg.model.path, cfg.model.allow_pickle, cfg.model.trust_remote_code)
     check_model_folder(cfg.model.path, cfg.model.allow_pickle)
+    defaults.fill(cfg, quiet=True)  # the recipe for the train settings left unset (fit has filled and logged them)
     four_bit = cfg.method.name == "qlora"
     if four_bit:
         import torch
@@ -138,10 +139,11 @@ def fit(cfg: RunConfig | dict | str | Path | None = None, *, callback: Callback 
     cfg = as_config(cfg)
     run_dir = Path(cfg.output)
     writer = distributed.is_writer()  # under torchrun only rank 0 writes; every rank trains
-    asked = cfg.model.path
+    asked, filled = cfg.model.path, None
     if cfg.model.path:  # as saved in config.yaml, so that a resume compares like with like
         # a Hub id becomes its snapshot folder, named by commit: a resume loads the very same files
         cfg.model.path = resolve_model_path(cfg.model.path, cfg.model.allow_pickle, cfg.model.trust_remote_code)
+        filled = defaults.fill(cfg, quiet=True)  # before the resume check: config.yaml records the values used
     done = _claim_run_dir(run_dir, cfg, resume, overwrite, writer)
     if done is not None:
         log.info("run %s is already finished; nothing to resume", run_dir)
@@ -152,6 +154,8 @@ def fit(cfg: RunConfig | dict | str | Path | None = None, *, callback: Callback 
     trainable, total = count_parameters(model)
     if writer:
         _describe(cfg, data, trainable, total)
+        if filled is not None:
+            log.info("%s", filled.describe())
         log.info("on %s; %s", rt.describe(), fast_path_status(model, cfg.train.first_token_only)[1])
         run_dir.mkdir(parents=True, exist_ok=True)
         files.write_text(run_dir / files.CONFIG, cfg.to_yaml())

@@ -48,6 +48,8 @@ DEFAULT_SPACE: dict[str, Any] = {
     "train.epochs": {"type": "int", "low": 1, "high": 4},
     "train.warmup": {"type": "float", "low": 0.0, "high": 0.2},
     "train.weight_decay": {"type": "float", "low": 0.0, "high": 0.1},
+    # lower layers move less (Clark et al., 2020); the small-encoder recipe and portfolio entries set 0.8
+    "train.layer_lr_decay": {"type": "categorical", "choices": [0.8, 0.9, 1.0]},
     "method.name": {"type": "categorical", "choices": ["full", "lora", "freeze"]},
     "lora.r": {"type": "categorical", "choices": [4, 8, 16, 32], "when": {"method.name": "lora"}},
     "lora.alpha": {"type": "categorical", "choices": [8, 16, 32, 64], "when": {"method.name": "lora"}},

@@ -10,6 +10,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..errors import ConfigError
 from ..models.methods import encoder_layers, is_no_decay, layer_index
+from .defaults import value
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
@@ -20,7 +21,7 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     features, move less (Clark et al., 2020).
     """
     no_decay = is_no_decay(model)
-    decay_rate = cfg.layer_lr_decay
+    decay_rate, lr, weight_decay = value(cfg, "layer_lr_decay"), value(cfg, "lr"), value(cfg, "weight_decay")
     prefix, layers = encoder_layers(model) if decay_rate < 1 else ("", [])
     n = len(layers)
     groups: dict[tuple[float, float], list] = {}
@@ -28,9 +29,9 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
         if not p.requires_grad:
             continue
         scale = decay_rate ** (n + 1 - layer_index(name, prefix, n)) if decay_rate < 1 else 1.0
-        wd = 0.0 if name in no_decay else cfg.weight_decay
+        wd = 0.0 if name in no_decay else weight_decay
         groups.setdefault((scale, wd), []).append(p)
-    return [{"params": ps, "lr": cfg.lr * scale, "weight_decay": wd, "lr_scale": scale}
+    return [{"params": ps, "lr": lr * scale, "weight_decay": wd, "lr_scale": scale}
             for (scale, wd), ps in sorted(groups.items(), key=lambda kv: kv[0])]
 
 
@@ -40,13 +41,14 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         raise ConfigError("no trainable parameters: the method froze every weight; check method.name and its "
                           "settings (e.g. method.train_top_layers, lora.target_modules)")
     try:  # the fused CPU kernel is ~1.8x faster than the per-tensor loop here
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
+        return torch.optim.AdamW(groups, lr=groups[0]["lr"], betas=(0.9, 0.999), eps=1e-8, fused=True)
     except (RuntimeError, TypeError):
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, foreach=True)
+        return torch.optim.AdamW(groups, lr=groups[0]["lr"], betas=(0.9, 0.999), eps=1e-8, foreach=True)
 
 
 def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
-    return int(cfg.warmup) if cfg.warmup >= 1 else int(math.ceil(cfg.warmup * total_steps))
+    warmup = value(cfg, "warmup")
+    return int(warmup) if warmup >= 1 else int(math.ceil(warmup * total_steps))
 
 
 def lr_lambda(schedule: str, warmup: int, total: int):

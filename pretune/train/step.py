@@ -24,6 +24,7 @@ from ..data import Encoded, collate
 from ..errors import TrainingDiverged
 from ..runtime import CPU, Runtime
 from . import distributed
+from .defaults import value
 
 LossFn = Callable[[nn.Module, dict], tuple[torch.Tensor, torch.Tensor]]
 
@@ -79,7 +80,7 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, data: Enc
         total, step_tokens = distributed.sum_scalars([total, step_tokens], runtime.device)
     if not math.isfinite(total):
         raise TrainingDiverged(f"loss became {total / rows_in_step} at step {step}; lower "
-                               f"train.lr (now {cfg.lr:g}) or set train.max_grad_norm")
+                               f"train.lr (now {value(cfg, 'lr'):g}) or set train.max_grad_norm")
     if scaler is not None:
         scaler.unscale_(optimizer)  # clip the true gradients; a step with inf/nan ones is skipped by the scaler
     if cfg.max_grad_norm:

@@ -192,7 +192,7 @@ def test_leave_one_task_out_builds_each_portfolio_without_its_task(tmp_path):
     assert loo["t3"]["random"][1] == pytest.approx((1.0 - 0.25) / 2)
 
 
-def test_the_written_portfolio_is_the_greedy_order_after_the_default_and_reads_back(tmp_path, capsys):
+def test_the_written_portfolio_is_the_default_then_the_greedy_order_and_reads_back(tmp_path, capsys):
     select = _select()
     cells = [("t1", "c00", 0, 0.5), ("t1", "c01", 0, 0.7), ("t1", "c02", 0, 0.5),
              ("t2", "c00", 0, 0.5), ("t2", "c01", 0, 0.6), ("t2", "c02", 0, 0.4),
@@ -204,10 +204,10 @@ def test_the_written_portfolio_is_the_greedy_order_after_the_default_and_reads_b
         {"name": "c02", "label": "lora", "config": {"train.lr": 5e-4, "method.name": "lora", "lora.r": 8}}]}))
     out = tmp_path / "portfolio.json"
     select.main(["--matrix", str(_matrix(tmp_path / "m.csv", cells)), "--candidates", str(candidates),
-                 "--write", str(out)])
+                 "--default", "c00", "--write", str(out)])
     entries = portfolio.read(out)
-    assert [e.name for e in entries] == ["c01", "c02"]  # c01 lifts two tasks, c02 one
-    assert entries[1].config == {"train.lr": 5e-4, "method.name": "lora", "lora.r": 8}
+    assert [e.name for e in entries] == ["c00", "c01", "c02"]  # the default, then c01 lifts two tasks, c02 one
+    assert entries[2].config == {"train.lr": 5e-4, "method.name": "lora", "lora.r": 8}
     source = json.loads(out.read_text())["source"]
     assert source["tasks"] == ["t1", "t2", "t3"] and source["default_config"] == {"train.lr": 5e-5}
     assert source["mean_normalised_score"] == {"1": 0.0, "2": pytest.approx(2 / 3, abs=1e-4), "3": 1.0}

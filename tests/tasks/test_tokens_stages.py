@@ -89,7 +89,11 @@ def test_search_with_the_default_space_prunes_on_entity_f1(tiny_bert, tmp_path):
                      "search": {"n_trials": 3, "seed": 0, "prune_after": 0.0},  # default space, sampler and pruner
                      "output": str(tmp_path / "s")})
     assert result.objectives == [("f1", "maximize")]
-    assert all(r["state"] in ("complete", "pruned") for r in result.trials) and result.counts["complete"] >= 1
+    # A draw of the default space may ask a freeze of more top layers than the 2-layer model has: that trial fails
+    # with the reason, and no other may.
+    assert all(r["state"] in ("complete", "pruned") or "the model has 2 layers" in r["fail_reason"]
+               for r in result.trials), result.trials
+    assert result.counts["complete"] >= 1
     best = json.loads((result.best_dir / "config.json").read_text())
     assert best["pretune_task"] == "token_classification" and best["pretune_settings"] == {"scheme": "IOB2"}
 

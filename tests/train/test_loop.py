@@ -121,7 +121,8 @@ def test_layer_wise_lr_decay_and_no_decay_groups(tiny_bert, sentiment_csv, tmp_p
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine", "constant"])
 def test_schedules_warm_up_then_decay(tiny_bert, sentiment_csv, tmp_path, schedule):
-    cfg, tok, data, model = _setup(tiny_bert, sentiment_csv, tmp_path, schedule=schedule, warmup=10, lr=1.0)
+    cfg, tok, data, model = _setup(tiny_bert, sentiment_csv, tmp_path, schedule=schedule, warmup=10, lr=1.0,
+                                      layer_lr_decay=1.0)  # one group at the base lr
     opt = build_optimizer(model, cfg.train)
     sched = build_scheduler(opt, cfg.train, 100)
     lrs = []

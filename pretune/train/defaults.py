@@ -1,0 +1,123 @@
+"""The training settings a run gets when it sets none: a recipe chosen by the model's family and size and the
+method, from evidence.
+
+Four settings depend on the recipe: ``train.lr``, ``train.warmup``, ``train.weight_decay`` and
+``train.layer_lr_decay``. Left unset (``None``) in the config, ``fill`` sets them from the first recipe that
+matches; a value the user set is kept. The filled values are what ``config.yaml`` records and what a search's
+trial 1 (the default configuration) runs.
+
+The recipes and their evidence:
+
+``small-encoder`` (an encoder such as BERT, MiniLM or ELECTRA with hidden size 512 or less, full fine-tuning):
+    lr 3e-4, layer-wise lr decay 0.8, 10% warmup, no weight decay: ELECTRA-small's GLUE and SQuAD recipe (Clark
+    et al., 2020). In the portfolio's score matrix (``benchmarks/portfolio/matrix.csv``: all-MiniLM-L6-v2, 8 tasks
+    on 2,000-row subsets, 3 epochs, batch 32) it beat the generic recipe below on 7 of 8 tasks: Banking77 0.636
+    against 0.452, Emotion 0.874 against 0.658, STS-B 0.824 against 0.782, TREC 0.922 against 0.898; TweetEval
+    irony was the exception, 0.714 against 0.728 (see docs/search.md).
+``generic`` (every other model and method):
+    lr 5e-5, 6% warmup, weight decay 0.01, no layer-wise decay: the top of the BERT paper's grid (2e-5 to 5e-5) and
+    the Hugging Face Trainer's own lr and weight-decay range. No measurement of pretune's yet says better for larger
+    encoders, decoders or adapters; the matrix can be extended with those models to learn their recipes.
+
+Data size does not enter yet: every matrix task was a 2,000-row subset, so the evidence says nothing about it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ..config import RunConfig, TrainConfig
+
+log = logging.getLogger("pretune")
+
+KEYS = ("lr", "warmup", "weight_decay", "layer_lr_decay")
+SMALL_HIDDEN = 512  # ELECTRA-small is 256, MiniLM-L6 and L12 384; BERT-base and up are 768 or more
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    values: dict[str, float]
+    evidence: str
+
+
+GENERIC = Recipe("generic", {"lr": 5e-5, "warmup": 0.06, "weight_decay": 0.01, "layer_lr_decay": 1.0},
+                 "the BERT paper's grid; no measurement of pretune's for this model and method yet")
+SMALL_ENCODER = Recipe("small-encoder", {"lr": 3e-4, "warmup": 0.1, "weight_decay": 0.0, "layer_lr_decay": 0.8},
+                       "ELECTRA-small's recipe; beat the generic one on 7 of 8 tasks in benchmarks/portfolio")
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What a recipe is chosen by: an encoder or not, and the hidden size (None where the config has none)."""
+    encoder: bool
+    hidden: Optional[int]
+
+
+def choose(shape: Optional[ModelShape], method: str) -> Recipe:
+    """The recipe for a model of ``shape`` (None: unknown) tuned with ``method``."""
+    if (shape is not None and shape.encoder and shape.hidden is not None and shape.hidden <= SMALL_HIDDEN
+            and method == "full"):
+        return SMALL_ENCODER
+    return GENERIC
+
+
+@functools.lru_cache(maxsize=16)
+def _shape_of(path: str, trust_remote_code: bool) -> Optional[ModelShape]:
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    from ..models.sources import is_gguf
+
+    if is_gguf(path):  # GGUF files hold decoder LLMs; reading their metadata here would cost seconds
+        return ModelShape(encoder=False, hidden=None)
+    try:
+        hf_cfg = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError):
+        return None  # the model's own loading says what is wrong with it
+    archs = " ".join(getattr(hf_cfg, "architectures", None) or [])
+    decoder = "CausalLM" in archs or "LMHead" in archs or bool(getattr(hf_cfg, "is_decoder", False))
+    encoder = hf_cfg.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not decoder
+    hidden = getattr(hf_cfg, "hidden_size", None)
+    return ModelShape(encoder=encoder, hidden=int(hidden) if isinstance(hidden, int) else None)
+
+
+def missing(train: TrainConfig) -> list[str]:
+    return [k for k in KEYS if getattr(train, k) is None]
+
+
+@dataclass(frozen=True)
+class Filled:
+    """What ``fill`` set: the recipe and the keys it filled."""
+    recipe: Recipe
+    keys: tuple[str, ...]
+
+    def describe(self) -> str:
+        shown = ", ".join(f"{k} {self.recipe.values[k]:g}" for k in self.keys)
+        return f"train defaults ({self.recipe.name} recipe: {self.recipe.evidence}): {shown}"
+
+
+def fill(cfg: RunConfig, *, quiet: bool = False) -> Optional[Filled]:
+    """Set the recipe's values on the train settings ``cfg`` leaves unset (in place); returns what was filled, or
+    None when every setting was set. ``cfg.model.path`` should already be a local folder or GGUF file (a Hub id
+    is read from the cache, like any model). ``quiet``: do not log it (the caller logs ``Filled.describe()``
+    once the run's inputs are checked)."""
+    unset = missing(cfg.train)
+    if not unset:
+        return None
+    shape = _shape_of(str(cfg.model.path), cfg.model.trust_remote_code) if cfg.model.path else None
+    filled = Filled(choose(shape, cfg.method.name), tuple(unset))
+    for key in unset:
+        setattr(cfg.train, key, filled.recipe.values[key])
+    if not quiet:
+        log.info("%s", filled.describe())
+    return filled
+
+
+def value(train: TrainConfig, key: str) -> Any:
+    """``train.<key>``, or the generic recipe's where a bare ``TrainConfig`` (no model known) left it unset."""
+    got = getattr(train, key)
+    return GENERIC.values[key] if got is None else got
