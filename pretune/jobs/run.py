@@ -15,6 +15,7 @@ command again skips finished stages.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -143,9 +144,19 @@ def _trials_owed(cfg: RunConfig) -> int:
     ``MIN_TRIALS`` in all, at most ``search.n_trials``). With no portfolio only the default is owed: a sampler's
     draw is no better bet than the default's own training at a higher fidelity."""
     from ..search import portfolio
+    from ..search.plan import fill_train_defaults
+    from ..search.space import parse_space
 
-    entries = len(portfolio.resolve(cfg.search.portfolio)) if cfg.search.portfolio else 0
-    return max(1, min(MIN_TRIALS, 1 + entries, cfg.search.n_trials or MIN_TRIALS))
+    entries = portfolio.resolve(cfg.search.portfolio)
+    if not entries:
+        return 1
+    # The points the search will enqueue: an entry outside the space, or one that repeats the default (the
+    # shipped portfolio starts with the recipe a small encoder already has as its default), is not run.
+    filled = copy.deepcopy(cfg)
+    fill_train_defaults(filled)
+    points = portfolio.start_points(parse_space(cfg.search.space), filled.to_dict(), entries, limit=MIN_TRIALS,
+                                      quiet=True)
+    return max(1, min(MIN_TRIALS, len(points), cfg.search.n_trials or MIN_TRIALS))
 
 
 def _trial_seconds(est, cfg: RunConfig, epochs: float, rows: int) -> float:

@@ -63,7 +63,7 @@ def default_metric(cfg: RunConfig) -> str:
     return cfg.train.metric or tasks.get(tasks.task_of(cfg.data)).default_metric
 
 
-def _fill_train_defaults(cfg: RunConfig) -> None:
+def fill_train_defaults(cfg: RunConfig) -> None:
     """The model's recipe for the train settings the run leaves unset (``pretune.train.defaults``), so that trial 1
     runs what ``pretune fit`` would and the portfolio's entries take the same values for the keys they leave."""
     from ..models.sources import resolve_model_path
@@ -99,7 +99,7 @@ def make_plan(cfg: RunConfig) -> SearchPlan:
         raise ConfigError("invalid search config: " + "; ".join(errors))
     params = parse_space(s.space)
     objectives = parse_objectives(s.objectives, default_metric(cfg))
-    _fill_train_defaults(cfg)
+    fill_train_defaults(cfg)
     multi = len(objectives) > 1
     make_sampler(s.sampler, s.seed, params, multi)  # fail now on a bad name, not in a worker
     grace = GracePeriod(s.prune_after, None if cfg.train.max_steps else cfg.train.epochs)

@@ -211,19 +211,20 @@ def project(config: dict[str, Any], params: dict[str, Param], base: dict[str, An
 
 
 def start_points(params: dict[str, Param], base: dict[str, Any], entries: list[Entry],
-                 limit: Optional[int] = None) -> list[tuple[str, dict[str, Any]]]:
+                 limit: Optional[int] = None, quiet: bool = False) -> list[tuple[str, dict[str, Any]]]:
     """The points a search enqueues, in order: (source, values). The run's own configuration first (``base``,
-    the run config as a dict of sections), then each portfolio entry that fits ``params``; at most ``limit``."""
+    the run config as a dict of sections), then each portfolio entry that fits ``params``; at most ``limit``.
+    ``quiet``: no log line for a skipped entry (a planner counting them; the search itself says it)."""
     flat = _flat(base)
     points: list[tuple[str, dict[str, Any]]] = []
     for source, config in [("default", {})] + [(f"portfolio:{e.name}", e.config) for e in entries]:
         if limit is not None and len(points) >= limit:
             break
         values, why = project(config, params, flat)
-        if values is None:
+        if values is None and not quiet:
             log.info("search: %s skipped: %s", "the run's default configuration" if source == "default"
                      else f"portfolio entry {source.split(':', 1)[1]}", why)
-        elif all(values != v for _, v in points):
+        elif values is not None and all(values != v for _, v in points):
             points.append((source, values))
     return points
 

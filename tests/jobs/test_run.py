@@ -32,8 +32,8 @@ def fake_estimate(trial_s: float = 10.0, step_s: float | None = None, rows: int 
 
 @pytest.fixture
 def cfg(tiny_bert, sentiment_csv, sentiment_eval_csv, tmp_path):
-    return config_from_dict(tiny_config(tiny_bert, sentiment_csv, tmp_path / "run",
-                                        data={"eval": str(sentiment_eval_csv)}))
+    return config_from_dict(tiny_config(tiny_bert, sentiment_csv, tmp_path / "run",  # the default trial alone
+                                        data={"eval": str(sentiment_eval_csv)}, search={"portfolio": "none"}))
 
 
 @pytest.fixture
@@ -41,9 +41,10 @@ def with_portfolio(cfg, tmp_path):
     """``cfg`` searching from a two-entry portfolio: the default trial and two more are owed."""
     from pretune.search import portfolio
 
-    path = portfolio.write(tmp_path / "portfolio.json", [portfolio.Entry("a", {"train.lr": 1e-3}),
-                                                         portfolio.Entry("b", {"train.lr": 3e-3})], {})
+    path = portfolio.write(tmp_path / "portfolio.json", [portfolio.Entry("a", {"train.lr": 3e-4}),
+                                                         portfolio.Entry("b", {"train.lr": 1e-3})], {})
     cfg.search.portfolio = str(path)
+    cfg.train.lr = 1e-4  # inside the default space, as both entries are: the search runs all three
     return cfg
 
 
@@ -154,7 +155,7 @@ def test_fewer_trials_before_fewer_rows_than_the_minimum(with_portfolio, monkeyp
 
 
 def test_without_a_portfolio_only_the_default_trial_is_owed(cfg, monkeypatch):
-    # no portfolio ships with this build: the budget buys the default configuration's epochs, not sampler draws
+    # search.portfolio none: the budget buys the default configuration's epochs, not sampler draws
     monkeypatch.setattr("pretune.jobs.estimate.estimate", fake_estimate(step_s=0.06, rows=2000))
     est = fake_estimate(step_s=0.06, rows=2000)(cfg)
     two = pipeline._trial_seconds(est, cfg, 2, 2000)
@@ -163,6 +164,23 @@ def test_without_a_portfolio_only_the_default_trial_is_owed(cfg, monkeypatch):
                                 "lowered": ["epochs fixed at 2 (the trials would have run 2.5)"]}
     cfg.search.portfolio = "none"
     assert pipeline._trials_owed(cfg) == 1
+
+
+def test_the_shipped_portfolio_owes_the_entries_a_search_would_run(cfg):
+    """The packaged portfolio starts with the small-encoder recipe: for a small encoder left at its defaults that
+    repeats trial 1 and is not run, so one trial fewer is owed than for the same model at another lr."""
+    from pretune.search import portfolio
+    from pretune.train import defaults
+
+    shipped = portfolio.resolve("auto")
+    assert shipped and shipped[0].config["train.lr"] == defaults.SMALL_ENCODER.values["lr"]
+    cfg.search.portfolio, cfg.train.lr = "auto", 1e-4
+    assert pipeline._trials_owed(cfg) == min(pipeline.MIN_TRIALS, 1 + len(shipped))  # every entry differs
+    for key in defaults.KEYS:
+        setattr(cfg.train, key, None)
+    cfg.train.epochs, cfg.train.batch_size = 3, 32  # pretune's defaults, as the recipe's entry has them
+    assert pipeline._trials_owed(cfg) == min(pipeline.MIN_TRIALS, len(shipped))
+    assert cfg.train.lr is None  # counting does not fill the run's own config
 
 
 def test_budget_too_small_for_any_training_names_the_fix(cfg, monkeypatch):
