@@ -106,35 +106,42 @@ def test_a_tight_budget_lowers_the_epochs_then_the_trial_count_then_the_rows(wit
     cfg = with_portfolio
     # 2,000 rows; the space's mean is 2.5 epochs: 0.06 s a step -> one trial is about 16 s of steps
     monkeypatch.setattr("pretune.jobs.estimate.estimate", fake_estimate(step_s=0.06, rows=2000))
+    est = fake_estimate(step_s=0.06, rows=2000)(cfg)
     plenty = pipeline.make_plan(cfg, 600.0)
     assert "fidelity" not in plenty
     assert plenty["n_trials_fit"] >= pipeline.MIN_TRIALS
 
-    # Room for three one-epoch trials: the epochs are fixed at 1, every row stays.
-    one_epoch = pipeline._trial_seconds(fake_estimate(step_s=0.06, rows=2000)(cfg), cfg, 1, 2000)
-    budget = (3 * one_epoch + 3.0 + 1.0) / pipeline.SEARCH_SHARE + pipeline.RESERVE_S
-    plan = pipeline.make_plan(cfg, budget)
-    assert plan["fidelity"] == {"trials": 3, "epochs": 1,
-                                "lowered": ["epochs fixed at 1 (the trials would have run 2.5)"]}
-    assert plan["n_trials_fit"] >= 3 and plan["trial_s"] == pytest.approx(one_epoch, abs=0.01)
-    assert "plan: fidelity lowered so that 3 trials fit the search's share: epochs fixed at 1" in \
+    def budget_for(search_s: float) -> float:  # the first trial's setup (2 s) on top, as the plan adds it
+        return (search_s + 2.0 + 0.02) / pipeline.SEARCH_SHARE + pipeline.RESERVE_S + 0.02
+
+    # Room for three two-epoch trials: the epochs are fixed at 2 (at least 2/3 of 2.5), every row stays.
+    two = pipeline._trial_seconds(est, cfg, 2, 2000)
+    plan = pipeline.make_plan(cfg, budget_for(3 * two))
+    assert plan["fidelity"] == {"trials": 3, "epochs": 2,
+                                "lowered": ["epochs fixed at 2 (the trials would have run 2.5)"]}
+    assert plan["n_trials_fit"] >= 3 and plan["trial_s"] == pytest.approx(two, abs=0.01)
+    assert "plan: fidelity lowered so that 3 trials fit the search's share: epochs fixed at 2" in \
         pipeline.describe_plan(plan)[-1]
 
-    # Room for three one-epoch trials on about half the rows: two trials on every row come before a subset.
-    est = fake_estimate(step_s=0.06, rows=2000)(cfg)
-    half = pipeline._trial_seconds(est, cfg, 1, 1000)
-    plan = pipeline.make_plan(cfg, (3 * half + 2.0 + 0.02) / pipeline.SEARCH_SHARE + pipeline.RESERVE_S + 0.02)
-    assert plan["fidelity"] == {"trials": 2, "epochs": 1, "lowered": [
-        "epochs fixed at 1 (the trials would have run 2.5)", "2 trials planned rather than 3, each on every "
+    # Room for three one-epoch trials: two would have 1.5 epochs each, below 2/3 of the default's. The default
+    # alone keeps its 2.5 epochs.
+    one = pipeline._trial_seconds(est, cfg, 1, 2000)
+    plan = pipeline.make_plan(cfg, budget_for(3 * one))
+    assert plan["fidelity"] == {"trials": 1, "lowered": ["1 trial planned rather than 3, each on every training row"]}
+    assert plan["trial_s"] == pytest.approx(pipeline._trial_seconds(est, cfg, 2.5, 2000), abs=0.01)
+
+    # Room for one trial of one and a half epochs: the default alone, its epochs lowered.
+    plan = pipeline.make_plan(cfg, budget_for(pipeline._trial_seconds(est, cfg, 1.5, 2000)))
+    assert plan["fidelity"] == {"trials": 1, "epochs": 1.5, "lowered": [
+        "epochs fixed at 1.5 (the trials would have run 2.5)", "1 trial planned rather than 3, each on every "
         "training row"]}
 
-    # Room for two one-epoch trials on about half the rows: a seeded subset of about 1,000.
-    plan = pipeline.make_plan(cfg, (2 * half + 2.0 + 0.02) / pipeline.SEARCH_SHARE + pipeline.RESERVE_S + 0.02)
-    assert plan["fidelity"]["epochs"] == 1 and plan["fidelity"]["trials"] == 2
+    # Room for one one-epoch trial on about half the rows: a seeded subset of about 1,000.
+    plan = pipeline.make_plan(cfg, budget_for(pipeline._trial_seconds(est, cfg, 1, 1000)))
+    assert plan["fidelity"]["epochs"] == 1 and plan["fidelity"]["trials"] == 1
     assert 950 <= plan["fidelity"]["max_train_samples"] <= 1050
     assert plan["fidelity"]["lowered"][-1] == f"training rows: a seeded subset of " \
                                               f"{plan['fidelity']['max_train_samples']:,} of 2,000"
-    assert plan["n_trials_fit"] >= 2
 
     # The lowered fidelity is what the search runs: the rows subset, the epochs out of the space.
     search_cfg = pipeline.apply_fidelity(cfg, plan)
