@@ -25,17 +25,12 @@ def _fill_train_defaults(cfg) -> None:
     """The model's recipe for the train settings left unset, as fit will fill them (``pretune.train.defaults``),
     where the model can be found without a download; the model's own path is printed as written."""
     from ..errors import PretuneError
-    from ..models.sources import resolve_model_path
     from ..train import defaults
 
-    if not cfg.model.path or not defaults.missing(cfg.train):
-        return
     written = cfg.model.path
     try:
-        cfg.model.path = resolve_model_path(written, cfg.model.allow_pickle, cfg.model.trust_remote_code)
+        defaults.fill_config(cfg)
     except PretuneError as e:
         print(f"train: {', '.join(defaults.missing(cfg.train))} left to fit, which chooses them by the model "
               f"({e})", file=sys.stderr)
-        return
-    defaults.fill(cfg, quiet=True)
     cfg.model.path = written

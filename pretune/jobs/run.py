@@ -148,8 +148,8 @@ def _trials_owed(cfg: RunConfig) -> int:
     ``MIN_TRIALS`` in all, at most ``search.n_trials``). With no portfolio only the default is owed: a sampler's
     draw is no better bet than the default's own training at a higher fidelity."""
     from ..search import portfolio
-    from ..search.plan import fill_train_defaults
     from ..search.space import parse_space
+    from ..train.defaults import fill_config
 
     entries = portfolio.resolve(cfg.search.portfolio)
     if not entries:
@@ -157,7 +157,7 @@ def _trials_owed(cfg: RunConfig) -> int:
     # The points the search will enqueue: an entry outside the space, or one that repeats the default (the
     # shipped portfolio starts with the recipe a small encoder already has as its default), is not run.
     filled = copy.deepcopy(cfg)
-    fill_train_defaults(filled)
+    fill_config(filled)
     points = portfolio.start_points(parse_space(cfg.search.space), filled.to_dict(), entries, limit=MIN_TRIALS,
                                       quiet=True)
     return max(1, min(MIN_TRIALS, len(points), cfg.search.n_trials or MIN_TRIALS))
@@ -326,7 +326,7 @@ def describe_plan(plan: dict[str, Any]) -> list[str]:
     fidelity = plan.get("fidelity")
     if fidelity:
         n = fidelity["trials"]
-        lines.append(f"plan: fidelity lowered so that {n} trial{'s' if n != 1 else ''} fit the search's share: "
+        lines.append(f"plan: fidelity lowered so that {n} trial{'s fit' if n != 1 else ' fits'} the search's share: "
                      + "; ".join(fidelity["lowered"]))
     return lines
 

@@ -63,18 +63,6 @@ def default_metric(cfg: RunConfig) -> str:
     return cfg.train.metric or tasks.get(tasks.task_of(cfg.data)).default_metric
 
 
-def fill_train_defaults(cfg: RunConfig) -> None:
-    """The model's recipe for the train settings the run leaves unset (``pretune.train.defaults``), so that trial 1
-    runs what ``pretune fit`` would and the portfolio's entries take the same values for the keys they leave."""
-    from ..models.sources import resolve_model_path
-    from ..train import defaults
-
-    if defaults.missing(cfg.train):
-        if cfg.model.path:
-            cfg.model.path = resolve_model_path(cfg.model.path, cfg.model.allow_pickle, cfg.model.trust_remote_code)
-        defaults.fill(cfg, quiet=True)  # each trial's config.yaml records them
-
-
 def make_plan(cfg: RunConfig) -> SearchPlan:
     """Check the search settings of ``cfg`` and resolve their defaults.
 
@@ -99,7 +87,10 @@ def make_plan(cfg: RunConfig) -> SearchPlan:
         raise ConfigError("invalid search config: " + "; ".join(errors))
     params = parse_space(s.space)
     objectives = parse_objectives(s.objectives, default_metric(cfg))
-    fill_train_defaults(cfg)
+    # the model's recipe for the train settings left unset, so that trial 1 runs what `pretune fit` would and the
+    # portfolio's entries take the same values for the keys they leave (each trial's config.yaml records them)
+    from ..train.defaults import fill_config
+    fill_config(cfg)
     multi = len(objectives) > 1
     make_sampler(s.sampler, s.seed, params, multi)  # fail now on a bad name, not in a worker
     grace = GracePeriod(s.prune_after, None if cfg.train.max_steps else cfg.train.epochs)

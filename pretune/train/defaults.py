@@ -117,6 +117,18 @@ def fill(cfg: RunConfig, *, quiet: bool = False) -> Optional[Filled]:
     return filled
 
 
+def fill_config(cfg: RunConfig) -> Optional[Filled]:
+    """``fill`` for a config whose model path may still be a Hub id or a packaged name (``minilm``): the path is
+    resolved first, as ``fit`` resolves it (a Hub id from the cache, or a ``ModelError``), and kept resolved."""
+    from ..models.sources import resolve_model_path
+
+    if not missing(cfg.train):
+        return None
+    if cfg.model.path:
+        cfg.model.path = resolve_model_path(cfg.model.path, cfg.model.allow_pickle, cfg.model.trust_remote_code)
+    return fill(cfg, quiet=True)
+
+
 def value(train: TrainConfig, key: str) -> Any:
     """``train.<key>``, or the generic recipe's where a bare ``TrainConfig`` (no model known) left it unset."""
     got = getattr(train, key)
