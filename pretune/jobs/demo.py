@@ -99,7 +99,7 @@ def demo_config(train: str, eval: str, output: str) -> dict[str, Any]:
     return {
         "model": {"path": "minilm"},
         "data": {"train": train, "eval": eval, "text": "sentence", "label": "label", "max_length": 64},
-        "train": {"epochs": 1, "batch_size": 32, "lr": 1e-4, "progress": False},
+        "train": {"epochs": 1, "batch_size": 32, "progress": False},  # lr, warmup, decays: the model's recipe
         "search": {"space": {"train.lr": {"type": "float", "low": 3e-5, "high": 3e-4, "log": True},
                              "method.name": ["full", "lora"],
                              "lora.r": {"choices": [8, 16], "when": {"method.name": "lora"}}},
