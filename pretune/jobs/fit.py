@@ -64,7 +64,7 @@ def prepare(cfg: RunConfig, device=None):
         raise ConfigError("no model: pass --model DIR or set model.path")
     cfg.model.path = resolve_model_path(cfg.model.path, cfg.model.allow_pickle, cfg.model.trust_remote_code)
     check_model_folder(cfg.model.path, cfg.model.allow_pickle)
-    defaults.fill(cfg, quiet=True)  # the recipe for the train settings left unset (fit has filled and logged them)
+    defaults.fill(cfg)  # the recipe for the train settings left unset (fit has filled and logged them)
     four_bit = cfg.method.name == "qlora"
     if four_bit:
         import torch
@@ -143,7 +143,7 @@ def fit(cfg: RunConfig | dict | str | Path | None = None, *, callback: Callback 
     if cfg.model.path:  # as saved in config.yaml, so that a resume compares like with like
         # a Hub id becomes its snapshot folder, named by commit: a resume loads the very same files
         cfg.model.path = resolve_model_path(cfg.model.path, cfg.model.allow_pickle, cfg.model.trust_remote_code)
-        filled = defaults.fill(cfg, quiet=True)  # before the resume check: config.yaml records the values used
+        filled = defaults.fill(cfg)  # before the resume check: config.yaml records the values used
     done = _claim_run_dir(run_dir, cfg, resume, overwrite, writer)
     if done is not None:
         log.info("run %s is already finished; nothing to resume", run_dir)

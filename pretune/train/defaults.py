@@ -25,13 +25,10 @@ Data size does not enter yet: every matrix task was a 2,000-row subset, so the e
 from __future__ import annotations
 
 import functools
-import logging
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from ..config import RunConfig, TrainConfig
-
-log = logging.getLogger("pretune")
 
 KEYS = ("lr", "warmup", "weight_decay", "layer_lr_decay")
 SMALL_HIDDEN = 512  # ELECTRA-small is 256, MiniLM-L6 and L12 384; BERT-base and up are 768 or more
@@ -100,11 +97,11 @@ class Filled:
         return f"train defaults ({self.recipe.name} recipe: {self.recipe.evidence}): {shown}"
 
 
-def fill(cfg: RunConfig, *, quiet: bool = False) -> Optional[Filled]:
+def fill(cfg: RunConfig) -> Optional[Filled]:
     """Set the recipe's values on the train settings ``cfg`` leaves unset (in place); returns what was filled, or
     None when every setting was set. ``cfg.model.path`` should already be a local folder or GGUF file (a Hub id
-    is read from the cache, like any model). ``quiet``: do not log it (the caller logs ``Filled.describe()``
-    once the run's inputs are checked)."""
+    is read from the cache, like any model). Nothing is logged: ``fit`` logs ``Filled.describe()`` once the run's
+    inputs are checked, so that bad input stays a one-line error."""
     unset = missing(cfg.train)
     if not unset:
         return None
@@ -112,8 +109,6 @@ def fill(cfg: RunConfig, *, quiet: bool = False) -> Optional[Filled]:
     filled = Filled(choose(shape, cfg.method.name), tuple(unset))
     for key in unset:
         setattr(cfg.train, key, filled.recipe.values[key])
-    if not quiet:
-        log.info("%s", filled.describe())
     return filled
 
 
@@ -126,7 +121,7 @@ def fill_config(cfg: RunConfig) -> Optional[Filled]:
         return None
     if cfg.model.path:
         cfg.model.path = resolve_model_path(cfg.model.path, cfg.model.allow_pickle, cfg.model.trust_remote_code)
-    return fill(cfg, quiet=True)
+    return fill(cfg)
 
 
 def value(train: TrainConfig, key: str) -> Any:
