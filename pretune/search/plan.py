@@ -6,6 +6,7 @@ samplers, pruners and storage connections from it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -103,6 +104,7 @@ def make_plan(cfg: RunConfig) -> SearchPlan:
     # The run config's default output names a fit; a search left at that default gets its own folder.
     output = files.check_output_dir("runs/search" if cfg.output == RunConfig().output else cfg.output)
     entries = portfolio.resolve(s.portfolio)  # a bad file fails here, before anything runs
+    params = fit_to_model(params, cfg, declared=s.space is not None)  # last check; it logs what it narrows
     if s.sampler in portfolio.OWN_POINTS:
         start = []
     else:
@@ -112,6 +114,27 @@ def make_plan(cfg: RunConfig) -> SearchPlan:
                       sampler=s.sampler, pruner=s.pruner, grace=grace, n_trials=s.n_trials,
                       timeout=s.timeout, budget_samples=s.budget_samples, workers=s.workers, seed=s.seed,
                       heartbeat=s.heartbeat, keep_models=s.keep_models, start=start)
+
+
+def fit_to_model(params: dict[str, Param], cfg: RunConfig, declared: bool) -> dict[str, Param]:
+    """The space with ``method.train_top_layers`` bounded by the model's number of blocks, so that no trial draws
+    more layers than the model has. The default space's range is narrowed (one log line); a range the user
+    declared past the model's blocks is a ``ConfigError`` naming the bound to set."""
+    key = "method.train_top_layers"
+    p = params.get(key)
+    if p is None or p.high is None:
+        return params
+    from ..train.defaults import model_shape
+
+    shape = model_shape(cfg)
+    if shape is None or shape.layers is None or p.high <= shape.layers:
+        return params
+    if declared:
+        raise ConfigError(f"search.space: {key} goes up to {p.high:g}, but the model ({cfg.model.path}) has "
+                          f"{shape.layers} layers; set its high to {shape.layers} or less")
+    log.info("search: %s drawn from %g to %d, the model's %d layers (the default space goes to %g)", key,
+             min(p.low, shape.layers), shape.layers, shape.layers, p.high)
+    return {**params, key: dataclasses.replace(p, low=min(p.low, shape.layers), high=shape.layers)}
 
 
 def open_study(plan: SearchPlan, *, seed_offset: int = 0, create: bool = False,

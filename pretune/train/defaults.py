@@ -49,9 +49,11 @@ SMALL_ENCODER = Recipe("small-encoder", {"lr": 3e-4, "warmup": 0.1, "weight_deca
 
 @dataclass(frozen=True)
 class ModelShape:
-    """What a recipe is chosen by: an encoder or not, and the hidden size (None where the config has none)."""
+    """What a recipe is chosen by: an encoder or not, and the hidden size (None where the config has none); and
+    the number of transformer blocks, which bounds what a search may draw for ``method.train_top_layers``."""
     encoder: bool
     hidden: Optional[int]
+    layers: Optional[int] = None
 
 
 def choose(shape: Optional[ModelShape], method: str) -> Recipe:
@@ -79,7 +81,24 @@ def _shape_of(path: str, trust_remote_code: bool) -> Optional[ModelShape]:
     decoder = "CausalLM" in archs or "LMHead" in archs or bool(getattr(hf_cfg, "is_decoder", False))
     encoder = hf_cfg.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not decoder
     hidden = getattr(hf_cfg, "hidden_size", None)
-    return ModelShape(encoder=encoder, hidden=int(hidden) if isinstance(hidden, int) else None)
+    layers = getattr(hf_cfg, "num_hidden_layers", None)  # every family's config maps its own name to this one
+    return ModelShape(encoder=encoder, hidden=int(hidden) if isinstance(hidden, int) else None,
+                      layers=int(layers) if isinstance(layers, int) else None)
+
+
+def model_shape(cfg: RunConfig) -> Optional[ModelShape]:
+    """The shape of ``cfg``'s model, read from its config (None where there is no model path, or its config cannot
+    be read: the model's own loading then says what is wrong with it)."""
+    from ..errors import PretuneError
+    from ..models.sources import resolve_model_path
+
+    if not cfg.model.path:
+        return None
+    try:
+        path = resolve_model_path(cfg.model.path, cfg.model.allow_pickle, cfg.model.trust_remote_code)
+    except PretuneError:
+        return None
+    return _shape_of(str(path), cfg.model.trust_remote_code)
 
 
 def missing(train: TrainConfig) -> list[str]:

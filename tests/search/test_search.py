@@ -340,3 +340,31 @@ def test_a_search_on_float_labels_aims_at_the_regression_metric(tiny_bert, tmp_p
     labels = write_csv(tmp_path / "labels.csv", [("good film", "pos"), ("bad film", "neg")])
     plan = make_plan(config_from_dict({"data": {"train": str(labels)}, "output": str(tmp_path / "search2")}))
     assert plan.objectives == [("accuracy", "maximize")]
+
+
+def test_the_space_draws_no_more_top_layers_than_the_model_has(tiny_bert, tmp_path, caplog):
+    """The tiny BERT has 2 layers: the default space (1-4) is narrowed to 1-2, saying so; a range the user declared
+    past 2 is a one-line error before anything runs, rather than trials that fail one by one."""
+    from conftest import write_csv
+
+    from pretune.config import config_from_dict
+    from pretune.errors import ConfigError
+    from pretune.search import make_plan
+
+    labels = write_csv(tmp_path / "labels.csv", [("good film", "pos"), ("bad film", "neg")])
+    base = {"model": {"path": str(tiny_bert)}, "data": {"train": str(labels)}, "search": {"n_trials": 4}}
+    with caplog.at_level(logging.INFO, logger="pretune.search"):
+        plan = make_plan(config_from_dict({**base, "output": str(tmp_path / "a")}))
+    top = plan.params["method.train_top_layers"]
+    assert (top.low, top.high) == (1, 2)
+    assert "method.train_top_layers drawn from 1 to 2, the model's 2 layers" in caplog.text
+    declared = {"train.lr": LR, "method.name": ["full", "freeze"],
+                "method.train_top_layers": {"type": "int", "low": 1, "high": 3, "when": {"method.name": "freeze"}}}
+    with pytest.raises(ConfigError, match=r"method.train_top_layers goes up to 3, but the model \(.*\) has 2 "
+                                          r"layers; set its high to 2 or less"):
+        make_plan(config_from_dict({**base, "output": str(tmp_path / "b"),
+                                    "search": {"n_trials": 4, "space": declared}}))
+    declared["method.train_top_layers"]["high"] = 2  # within the model: kept as declared
+    plan = make_plan(config_from_dict({**base, "output": str(tmp_path / "c"),
+                                       "search": {"n_trials": 4, "space": declared}}))
+    assert plan.params["method.train_top_layers"].high == 2
