@@ -190,6 +190,10 @@ def test_leave_one_task_out_builds_each_portfolio_without_its_task(tmp_path):
     assert loo["t1"]["order"][:2] == ["c00", "A"] and loo["t1"]["portfolio"][2] == 1.0
     # one random draw is A (0.1 below the default, a quarter of B's gain: -0.25) or B (1); it has no default
     assert loo["t3"]["random"][1] == pytest.approx((1.0 - 0.25) / 2)
+    # in points below each task's best cell: t3's best is B (0.9); the default is 40 below, A 50
+    assert loo["t3"]["gap"]["portfolio"] == {1: pytest.approx(40.0), 2: pytest.approx(40.0), 3: pytest.approx(40.0)}
+    assert loo["t3"]["gap"]["random"][1] == pytest.approx((50.0 + 0.0) / 2)
+    assert loo["t1"]["gap"]["portfolio"] == {1: pytest.approx(20.0), 2: 0.0, 3: 0.0}
 
 
 def test_the_written_portfolio_is_the_default_then_the_greedy_order_and_reads_back(tmp_path, capsys):
