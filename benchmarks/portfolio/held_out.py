@@ -206,7 +206,7 @@ def normalised_table(records: list[dict], budgets=BUDGETS) -> dict:
     by_cell: dict[tuple, dict[str, list]] = {}
     for r in records:
         by_cell.setdefault((r["task"], r["seed"]), {})[r["arm"]] = [t["score"] for t in r["trials"]]
-    cells, raw, missing = {}, {}, []
+    cells, raw, points, missing = {}, {}, {}, []
     for key, arms in sorted(by_cell.items()):
         absent = [a for a in ARMS if a not in arms]
         if absent or not arms["pretune"] or arms["pretune"][0] is None:
@@ -219,9 +219,15 @@ def normalised_table(records: list[dict], budgets=BUDGETS) -> dict:
         span = best - default
         cells[key] = {a: {k: (0.0 if span <= 0 else ((v if v is not None else default) - default) / span)
                           for k, v in raw[key][a].items()} for a in arms}
+        # points below the best any arm found: defined where the normalised score is not (the default the best)
+        points[key] = {a: {k: 100 * (best - (v if v is not None else default)) for k, v in raw[key][a].items()}
+                       for a in arms}
     mean = {a: {k: statistics.fmean(c[a][k] for c in cells.values()) for k in budgets} for a in SHOWN} \
         if cells else {}
-    return {"cells": cells, "mean": mean, "raw": raw, "missing": missing}
+    points_mean = {a: {k: statistics.fmean(c[a][k] for c in points.values()) for k in budgets} for a in SHOWN} \
+        if points else {}
+    return {"cells": cells, "mean": mean, "raw": raw, "points": points, "points_mean": points_mean,
+            "missing": missing}
 
 
 def targets(table: dict) -> list[str]:
@@ -245,14 +251,30 @@ def targets(table: dict) -> list[str]:
     return lines
 
 
-def markdown(table: dict, budgets=BUDGETS) -> str:
+NAMES = {"pretune": "(a) pretune: default, portfolio, TPE", "tpe": "(b) TPE from scratch",
+         "random": "(c) random search", "trainer": "(d) Trainer.hyperparameter_search",
+         "default": "(e) the default alone"}
+
+
+def markdown(table: dict, budgets=BUDGETS, what: str = "mean") -> str:
+    """The arms' mean normalised best (``what="mean"``) or mean points below the best found (``"points_mean"``)
+    after each budget of trials, as a markdown table."""
     head = "| arm | " + " | ".join(f"{k} trial{'s' if k > 1 else ''}" for k in budgets) + " |"
     rows = [head, "|---|" + "---:|" * len(budgets)]
-    names = {"pretune": "(a) pretune: default, portfolio, TPE", "tpe": "(b) TPE from scratch",
-             "random": "(c) random search", "trainer": "(d) Trainer.hyperparameter_search",
-             "default": "(e) the default alone"}
+    fmt = "{:.3f}" if what == "mean" else "{:.1f}"
     for arm in SHOWN:
-        rows.append(f"| {names[arm]} | " + " | ".join(f"{table['mean'][arm][k]:.3f}" for k in budgets) + " |")
+        rows.append(f"| {NAMES[arm]} | " + " | ".join(fmt.format(table[what][arm][k]) for k in budgets) + " |")
+    return "\n".join(rows)
+
+
+def raw_markdown(table: dict, budgets=BUDGETS) -> str:
+    """Each (task, seed)'s best score per arm after the largest budget, and the default's."""
+    k = budgets[-1]
+    rows = ["| task | seed | " + " | ".join(f"({NAMES[a][1]}) {a}" for a in SHOWN) + " |",
+            "|---|---:|" + "---:|" * len(SHOWN)]
+    for (task, seed), r in sorted(table["raw"].items()):
+        rows.append(f"| {task} | {seed} | " + " | ".join("-" if r[a][k] is None else f"{r[a][k]:.4f}" for a in SHOWN)
+                    + " |")
     return "\n".join(rows)
 
 
@@ -330,7 +352,12 @@ def report(args: argparse.Namespace) -> int:
         print("no (task, seed) has every arm yet")
         return 1
     print(f"{len(table['cells'])} (task, seed) pairs: {sorted(table['cells'])}\n")
+    print("mean normalised best dev score (0: the default's, 1: the best any arm found):")
     print(markdown(table, budgets) + "\n")
+    print("mean points below the best any arm found (0: found it):")
+    print(markdown(table, budgets, "points_mean") + "\n")
+    print(f"best dev score after {budgets[-1]} trials:")
+    print(raw_markdown(table, budgets) + "\n")
     print("\n".join(targets(table)) if budgets == BUDGETS else
           f"the targets read 4, 8 and 16 trials; the arms here ran {fewest}")
     if args.svg:

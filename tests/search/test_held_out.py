@@ -57,4 +57,10 @@ def test_each_arm_is_normalised_between_the_default_and_the_best_any_arm_found()
     assert lines[2].startswith("a at 8 trials within 0.5 point of the best of any arm at 16: met")
     row = "| (a) pretune: default, portfolio, TPE | 0.000 | 0.200 | 1.000 | 1.000 | 1.000 |"
     assert row in held_out.markdown(table)
+    # the same in points below the best any arm found (0.90): TPE at 4 trials is 0.70 (20 points), the default 10
+    assert table["points"][("t", 0)]["tpe"][4] == pytest.approx(20.0)
+    assert table["points_mean"]["default"][16] == pytest.approx(10.0)
+    assert "| (a) pretune: default, portfolio, TPE | 10.0 | 8.0 | 0.0 | 0.0 | 0.0 |" in held_out.markdown(
+        table, what="points_mean")
+    assert "| t | 0 | 0.9000 | 0.8500 | 0.7800 | 0.8800 | 0.8000 |" in held_out.raw_markdown(table)
     assert held_out.svg(table).startswith("<svg") and "<style>" in held_out.svg(table)
