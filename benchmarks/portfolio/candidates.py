@@ -11,7 +11,9 @@ Each candidate is a flat dict of dotted pretune config keys, the keys of pretune
   keys, the one with the largest smallest distance between points of 500 seeded draws. Learning rates are
   log-uniform within the space's [1e-5, 1e-3], per method: full [1e-5, 3e-4] (above that a full fine-tune of a
   BERT-family model mostly collapses to one class), freeze [3e-5, 1e-3], LoRA [1e-4, 1e-3] (an adapter
-  starts at zero and needs a larger step). Conditional keys appear only with their method.
+  starts at zero and needs a larger step). Conditional keys appear only with their method;
+- ``c32``, ``c33``: LoRA and freeze at the generic recipe's values (``APPENDED``), what ``pretune fit`` ran for
+  those methods before the matrix gave them recipes of their own.
 
 The generator is pure standard library (``random.Random`` with a fixed seed), so it writes the same file on
 every machine and Python version::
@@ -55,6 +57,16 @@ RECIPES = [  # (label, note, settings over DEFAULT)
      {"method.name": "lora", "train.lr": 5e-4, "lora.r": 16, "lora.alpha": 32, "lora.target_modules": "all-linear"}),
     ("freeze-top2", "head plus the top 2 layers at 1e-4",
      {"method.name": "freeze", "train.lr": 1e-4, "method.train_top_layers": 2}),
+]
+
+# After the hypercube (the names above stay as they were measured): what `pretune fit` ran for these methods
+# before their recipes had evidence, the generic recipe's values on the method's own defaults. Beside c05 and c07
+# (the same with their own learning rates) they show which learning rate the method's default should have.
+APPENDED = [
+    ("lora-r8-generic", "LoRA r 8, alpha 16 on the default targets at the generic recipe's 5e-5 (c05 at 5e-4)",
+     {"method.name": "lora", "lora.r": 8, "lora.alpha": 16, "lora.target_modules": "auto"}),
+    ("freeze-top2-generic", "head plus the top 2 layers at the generic recipe's 5e-5 (c07 at 1e-4)",
+     {"method.name": "freeze", "method.train_top_layers": 2}),
 ]
 
 # The design: per method, (key, kind, range or choices). Every range lies inside DEFAULT_SPACE's.
@@ -118,6 +130,8 @@ def generate() -> list[dict]:
             config = {k: config[k] for k in KEYS if k in config}  # one key order for every candidate
             out.append({"name": f"c{len(out):02d}", "label": f"lhs-{method}-{i}",
                         "note": f"Latin hypercube point {i} of {method}", "config": config})
+    for label, note, settings in APPENDED:
+        out.append({"name": f"c{len(out):02d}", "label": label, "note": note, "config": {**DEFAULT, **settings}})
     return out
 
 

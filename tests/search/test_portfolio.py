@@ -216,3 +216,18 @@ def test_the_written_portfolio_is_the_default_then_the_greedy_order_and_reads_ba
     assert source["tasks"] == ["t1", "t2", "t3"] and source["default_config"] == {"train.lr": 5e-5}
     assert source["mean_normalised_score"] == {"1": 0.0, "2": pytest.approx(2 / 3, abs=1e-4), "3": 1.0}
     assert "leave-one-task-out" in capsys.readouterr().out
+
+
+def test_the_matrix_candidates_file_is_the_generators_and_lies_in_the_default_space():
+    """candidates.json is what benchmarks/portfolio/candidates.py writes (the matrix's names stay bound to the same
+    configurations), every candidate is a valid config inside pretune's default space, and the default recipe's
+    candidate holds pretune's own small-encoder values."""
+    from benchmarks.portfolio import candidates as candlib
+
+    from pretune.train.defaults import SMALL_ENCODER
+
+    on_disk = candlib.load()
+    assert on_disk == json.loads(json.dumps(candlib.generate()))
+    candlib.check_space(on_disk)
+    named = {c["name"]: c["config"] for c in on_disk}
+    assert {f"train.{k}": v for k, v in SMALL_ENCODER.values.items()}.items() <= named["c04"].items()
