@@ -104,7 +104,7 @@ def make_plan(cfg: RunConfig) -> SearchPlan:
     # The run config's default output names a fit; a search left at that default gets its own folder.
     output = files.check_output_dir("runs/search" if cfg.output == RunConfig().output else cfg.output)
     entries = portfolio.resolve(s.portfolio)  # a bad file fails here, before anything runs
-    params = fit_to_model(params, cfg, declared=s.space is not None)  # last check; it logs what it narrows
+    params = fit_to_model(params, cfg)  # the last check; it logs what it narrows
     if s.sampler in portfolio.OWN_POINTS:
         start = []
     else:
@@ -116,14 +116,18 @@ def make_plan(cfg: RunConfig) -> SearchPlan:
                       heartbeat=s.heartbeat, keep_models=s.keep_models, start=start)
 
 
-def fit_to_model(params: dict[str, Param], cfg: RunConfig, declared: bool) -> dict[str, Param]:
+def fit_to_model(params: dict[str, Param], cfg: RunConfig) -> dict[str, Param]:
     """The space with ``method.train_top_layers`` bounded by the model's number of blocks, so that no trial draws
-    more layers than the model has. The default space's range is narrowed (one log line); a range the user
-    declared past the model's blocks is a ``ConfigError`` naming the bound to set."""
+    more layers than the model has. The default space's range is narrowed (one log line), also where a space
+    copies it (``pretune run`` takes the epochs out of the default space when it lowers them); another range
+    past the model's blocks is a ``ConfigError`` naming the bound to set."""
+    from .space import DEFAULT_SPACE
+
     key = "method.train_top_layers"
     p = params.get(key)
     if p is None or p.high is None:
         return params
+    declared = cfg.search.space is not None and cfg.search.space.get(key) != DEFAULT_SPACE[key]
     from ..train.defaults import model_shape
 
     shape = model_shape(cfg)

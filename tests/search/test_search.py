@@ -364,6 +364,13 @@ def test_the_space_draws_no_more_top_layers_than_the_model_has(tiny_bert, tmp_pa
                                           r"layers; set its high to 2 or less"):
         make_plan(config_from_dict({**base, "output": str(tmp_path / "b"),
                                     "search": {"n_trials": 4, "space": declared}}))
+    # a copy of the default space (pretune run's, with the epochs taken out) is narrowed like the default
+    from pretune.search.space import DEFAULT_SPACE
+
+    copied = {k: v for k, v in DEFAULT_SPACE.items() if k != "train.epochs"}
+    plan = make_plan(config_from_dict({**base, "output": str(tmp_path / "d"),
+                                       "search": {"n_trials": 4, "space": copied}}))
+    assert plan.params["method.train_top_layers"].high == 2
     declared["method.train_top_layers"]["high"] = 2  # within the model: kept as declared
     plan = make_plan(config_from_dict({**base, "output": str(tmp_path / "c"),
                                        "search": {"n_trials": 4, "space": declared}}))
