@@ -131,7 +131,7 @@ def lora(model: nn.Module, cfg: RunConfig) -> nn.Module:
     ``lora.target_modules``: None or ``[auto]`` (the architecture's default, see ``lora_targets``),
     ``[all-linear]`` (every Linear layer of the body) or explicit module names.
     """
-    from peft import LoraConfig, TaskType, get_peft_model
+    from peft import LoraConfig, TaskType
 
     lc = cfg.lora
     targets = lora_targets(model, lc.target_modules)
@@ -140,10 +140,22 @@ def lora(model: nn.Module, cfg: RunConfig) -> nn.Module:
                           lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=targets, use_dora=lc.use_dora,
                           modules_to_save=None if own_head else _head_modules(model))
     try:
-        return get_peft_model(model, peft_cfg)
+        return wrap_peft(model, peft_cfg)
     except ValueError as e:
         raise ConfigError(f"lora: {str(e).splitlines()[0]}; available Linear names: "
                           f"{', '.join(sorted(linear_module_names(model)))}") from None
+
+
+def wrap_peft(model: nn.Module, peft_cfg) -> nn.Module:
+    """``peft.get_peft_model``, without the FutureWarning it makes transformers 5 raise on every call (peft reads
+    the deprecated ``is_gradient_checkpointing``): noise a user can do nothing about."""
+    import warnings
+
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
+        return get_peft_model(model, peft_cfg)
 
 
 @register("qlora")
@@ -264,12 +276,12 @@ def unwrap_for_saving(model: nn.Module, merge: bool = True,
 
 def transplant_adapter(peft_model: nn.Module, base: nn.Module) -> nn.Module:
     """``base`` wrapped with ``peft_model``'s adapter config and trained adapter (and saved head) weights."""
-    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
     name = peft_model.active_adapter
     state = {k: v.detach().to("cpu", dtype=next(base.parameters()).dtype)
              for k, v in get_peft_model_state_dict(peft_model, adapter_name=name).items()}
-    target = get_peft_model(base, peft_model.peft_config[name])
+    target = wrap_peft(base, peft_model.peft_config[name])
     result = set_peft_model_state_dict(target, state)
     if result.unexpected_keys:
         raise ConfigError(f"the trained adapter does not fit the unquantized base ({result.unexpected_keys[0]})")

@@ -89,6 +89,17 @@ def test_lora_targets_that_match_nothing_list_the_names(tiny_bert):
         _model(tiny_bert, "lora", lora={"target_modules": ["q_proj"]})
 
 
+def test_applying_lora_warns_nothing(tiny_bert):
+    """peft reads transformers' deprecated ``is_gradient_checkpointing`` on every wrap: a FutureWarning per fit that
+    a user can do nothing about. pretune's wrap keeps it off (pytest's own filter would hide it here)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _model(tiny_bert, "lora")
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
+
+
 def test_freeze_more_layers_than_exist(tiny_bert):
     with pytest.raises(ConfigError, match="the model has 2 layers, got 5"):
         _model(tiny_bert, "freeze", method={"name": "freeze", "train_top_layers": 5})
