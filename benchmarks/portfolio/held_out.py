@@ -163,6 +163,9 @@ def run_trainer_arm(task: tasklib.Task, subset: tasklib.Subset, trials: int, see
         def on_train_begin(self, targs, state, control, **kw):
             log.append({"score": None, "source": "trainer", "started": time.time()})
 
+        def on_train_end(self, targs, state, control, **kw):
+            log[-1]["seconds"] = round(time.time() - log[-1].pop("started"), 1)
+
         def on_evaluate(self, targs, state, control, metrics=None, **kw):
             value = (metrics or {}).get(f"eval_{task.metric}")
             if value is not None and math.isfinite(value) and (log[-1]["score"] is None or value > log[-1]["score"]):
@@ -185,8 +188,10 @@ def run_trainer_arm(task: tasklib.Task, subset: tasklib.Subset, trials: int, see
     trainer.hyperparameter_search(hp_space=hp_space, compute_objective=lambda m: m[f"eval_{task.metric}"],
                                   n_trials=trials, direction="maximize", backend="optuna",
                                   sampler=optuna.samplers.TPESampler(seed=seed))
-    for t in log:
-        t["seconds"] = round(time.time() - t.pop("started"), 1)
+    for t in log:  # a trial that raised has no end: its time is unknown
+        if "started" in t:
+            t["seconds"] = None
+            del t["started"]
     return log
 
 
