@@ -220,14 +220,15 @@ def test_the_written_portfolio_is_the_default_then_the_greedy_order_and_reads_ba
 
 def test_the_matrix_candidates_file_is_the_generators_and_lies_in_the_default_space():
     """candidates.json is what benchmarks/portfolio/candidates.py writes (the matrix's names stay bound to the same
-    configurations), every candidate is a valid config inside pretune's default space, and the default recipe's
-    candidate holds pretune's own small-encoder values."""
+    configurations), every candidate is a valid config inside pretune's default space, and the candidates the
+    small-encoder recipes came from hold their values."""
     from benchmarks.portfolio import candidates as candlib
 
-    from pretune.train.defaults import SMALL_ENCODER
+    from pretune.train.defaults import SMALL_ENCODER, SMALL_ENCODER_LORA
 
     on_disk = candlib.load()
     assert on_disk == json.loads(json.dumps(candlib.generate()))
     candlib.check_space(on_disk)
     named = {c["name"]: c["config"] for c in on_disk}
     assert {f"train.{k}": v for k, v in SMALL_ENCODER.values.items()}.items() <= named["c04"].items()
+    assert {f"train.{k}": v for k, v in SMALL_ENCODER_LORA.values.items()}.items() <= named["c05"].items()
