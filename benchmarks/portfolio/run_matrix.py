@@ -17,9 +17,10 @@ Run from the repository root (``PYTHONPATH=.`` or an installed pretune)::
 A killed run loses at most the cell that was running: rerun the same command and it continues. Later:
 ``--seeds 0,1`` adds the seed-1 cells, ``--tasks wnli,sick_r,imdb`` the opt-in tasks; ``--bf16`` trains in bf16
 autocast (``matrix.meta.json`` records the precision of each invocation: keep one per matrix); ``--max-cells 20``
-stops after 20 cells; ``--retry-failed`` reruns cells whose newest row failed. 14 default tasks x 32 candidates
-= 448 cells a seed; the subsets are sized for about a minute a cell on 2 cores in fp32 (1 to 4 epochs of 2,000
-rows; not measured yet), so plan on most of a working day a seed.
+stops after 20 cells; ``--retry-failed`` reruns cells whose newest row failed. 14 default tasks x 34 candidates
+= 476 cells a seed. The subsets are sized for about a minute a cell on 2 cores in fp32 (1 to 4 epochs of 2,000
+rows); measured, a cell took 40 s to 6 minutes (a median of about 110 s; MRPC's pairs the longest), so the 8 tasks
+of the committed matrix take about 8 hours a seed and all 14 about 14.
 
 Each cell runs in a fresh process (``python -m benchmarks.portfolio.run_matrix --worker CELL_DIR``), so a crash or
 an out-of-memory kill costs that cell only (recorded as failed). Its files: ``WORK/runs/MODEL/TASK/CANDIDATE/

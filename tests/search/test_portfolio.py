@@ -224,7 +224,7 @@ def test_the_matrix_candidates_file_is_the_generators_and_lies_in_the_default_sp
     small-encoder recipes came from hold their values."""
     from benchmarks.portfolio import candidates as candlib
 
-    from pretune.train.defaults import SMALL_ENCODER, SMALL_ENCODER_LORA
+    from pretune.train.defaults import SMALL_ENCODER, SMALL_ENCODER_FREEZE, SMALL_ENCODER_LORA
 
     on_disk = candlib.load()
     assert on_disk == json.loads(json.dumps(candlib.generate()))
@@ -232,3 +232,4 @@ def test_the_matrix_candidates_file_is_the_generators_and_lies_in_the_default_sp
     named = {c["name"]: c["config"] for c in on_disk}
     assert {f"train.{k}": v for k, v in SMALL_ENCODER.values.items()}.items() <= named["c04"].items()
     assert {f"train.{k}": v for k, v in SMALL_ENCODER_LORA.values.items()}.items() <= named["c05"].items()
+    assert {f"train.{k}": v for k, v in SMALL_ENCODER_FREEZE.values.items()}.items() <= named["c07"].items()

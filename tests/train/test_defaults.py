@@ -21,7 +21,8 @@ def _unset(cfg: dict) -> dict:
 
 @pytest.mark.parametrize(("family", "method", "recipe"), [
     ("bert", "full", "small-encoder"), ("roberta", "full", "small-encoder"), ("deberta-v2", "full", "small-encoder"),
-    ("bert", "lora", "small-encoder-lora"), ("bert", "freeze", "generic"), ("llama", "full", "generic"),
+    ("bert", "lora", "small-encoder-lora"), ("bert", "freeze", "small-encoder-freeze"), ("bert", "bitfit", "generic"),
+    ("llama", "full", "generic"),
     ("llama", "lora", "generic"), ("qwen2", "full", "generic")])
 def test_the_recipe_follows_the_family_and_the_method(family_dir, family, method, recipe, tmp_path):
     cfg = as_config({"model": {"path": str(family_dir(family))}, "method": {"name": method},
