@@ -60,6 +60,10 @@ SMALL_ENCODER_LORA = Recipe("small-encoder-lora",
                             {"lr": 5e-4, "warmup": 0.06, "weight_decay": 0.01, "layer_lr_decay": 1.0},
                             "LoRA at 5e-4 beat the generic 5e-5 on 7 of 8 tasks in benchmarks/portfolio (tied on "
                             "the 8th)")
+SMALL_ENCODER_FREEZE = Recipe("small-encoder-freeze",
+                              {"lr": 1e-4, "warmup": 0.06, "weight_decay": 0.01, "layer_lr_decay": 1.0},
+                              "the top layers at 1e-4 beat the generic 5e-5 on 7 of 8 tasks in benchmarks/portfolio")
+SMALL_ENCODER_RECIPES = {"full": SMALL_ENCODER, "lora": SMALL_ENCODER_LORA, "freeze": SMALL_ENCODER_FREEZE}  # by method
 
 
 @dataclass(frozen=True)
@@ -69,12 +73,6 @@ class ModelShape:
     encoder: bool
     hidden: Optional[int]
     layers: Optional[int] = None
-
-
-SMALL_ENCODER_FREEZE = Recipe("small-encoder-freeze",
-                              {"lr": 1e-4, "warmup": 0.06, "weight_decay": 0.01, "layer_lr_decay": 1.0},
-                              "the top layers at 1e-4 beat the generic 5e-5 on 7 of 8 tasks in benchmarks/portfolio")
-SMALL_ENCODER_RECIPES = {"full": SMALL_ENCODER, "lora": SMALL_ENCODER_LORA, "freeze": SMALL_ENCODER_FREEZE}
 
 
 def choose(shape: Optional[ModelShape], method: str) -> Recipe:
