@@ -289,7 +289,8 @@ def svg(table: dict, budgets=BUDGETS) -> str:
 
     series = [{"label": arm, "points": [(math.log2(k), table["mean"][arm][k]) for k in budgets]} for arm in SHOWN]
     chart = svglib.lines("held-out", "Mean normalised best dev score on held-out tasks", series,
-                         "trials (log2: 0 is 1 trial, 4 is 16)", "normalised best (0 default, 1 best found)")
+                         "trials (log scale)", "normalised best (0 default, 1 best found)",
+                         xticks=[(math.log2(k), str(k)) for k in budgets])
     style = ("<style>text{font:11px sans-serif;fill:#333}.axis{stroke:#555}.grid{stroke:#e5e5e5}"
              ".series{fill:none;stroke-width:2}</style>")
     return chart.replace("</title>", "</title>" + style, 1)

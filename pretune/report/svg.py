@@ -56,14 +56,15 @@ class _Frame:
     def py(self, y: float) -> float:
         return H - BOTTOM - (y - self.y0) / (self.y1 - self.y0) * (H - TOP - BOTTOM)
 
-    def axes(self, xlabel: str, ylabel: str) -> list[str]:
+    def axes(self, xlabel: str, ylabel: str, xticks: Optional[list[tuple[float, str]]] = None) -> list[str]:
+        """The axes, ticks and labels; ``xticks`` (value, label) replaces the round x ticks (e.g. a log scale)."""
         right = W - self.right
         out = [f'<line x1="{LEFT}" y1="{H - BOTTOM}" x2="{right}" y2="{H - BOTTOM}" class="axis"/>',
                f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{H - BOTTOM}" class="axis"/>']
-        for t in nice_ticks(self.x0, self.x1):
+        for t, label in xticks or [(t, _fmt(t)) for t in nice_ticks(self.x0, self.x1)]:
             x = self.px(t)
             out.append(f'<line x1="{x:.1f}" y1="{H - BOTTOM}" x2="{x:.1f}" y2="{H - BOTTOM + 4}" class="axis"/>'
-                       f'<text x="{x:.1f}" y="{H - BOTTOM + 16}" text-anchor="middle">{_fmt(t)}</text>')
+                       f'<text x="{x:.1f}" y="{H - BOTTOM + 16}" text-anchor="middle">{escape(label)}</text>')
         for t in nice_ticks(self.y0, self.y1):
             y = self.py(t)
             out.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}" class="grid"/>'
@@ -123,8 +124,11 @@ def scatter(name: str, title: str, points: list[dict], xlabel: str, ylabel: str,
     return _svg(name, title, body, legend)
 
 
-def lines(name: str, title: str, series: list[dict], xlabel: str, ylabel: str) -> str:
+def lines(name: str, title: str, series: list[dict], xlabel: str, ylabel: str,
+          xticks: Optional[list[tuple[float, str]]] = None) -> str:
     """Series ``{label, points: [(x, y), ...]}``, one colour each, with a legend.
+
+    ``xticks`` (value, label) pairs replace the round x ticks, e.g. 1, 2, 4, 8, 16 on a log2 axis.
 
     Returns:
         One ``<svg>`` element as text.
@@ -132,7 +136,7 @@ def lines(name: str, title: str, series: list[dict], xlabel: str, ylabel: str) -
     series = [s for s in series if s["points"]]
     frame = _Frame([x for s in series for x, _ in s["points"]], [y for s in series for _, y in s["points"]],
                    right=LEGEND)
-    body = frame.axes(xlabel, ylabel)
+    body = frame.axes(xlabel, ylabel, xticks)
     legend = []
     for i, s in enumerate(series):
         color = PALETTE[i % len(PALETTE)]

@@ -63,4 +63,8 @@ def test_each_arm_is_normalised_between_the_default_and_the_best_any_arm_found()
     assert "| (a) pretune: default, portfolio, TPE | 10.0 | 8.0 | 0.0 | 0.0 | 0.0 |" in held_out.markdown(
         table, what="points_mean")
     assert "| t | 0 | 0.9000 | 0.8500 | 0.7800 | 0.8800 | 0.8000 |" in held_out.raw_markdown(table)
-    assert held_out.svg(table).startswith("<svg") and "<style>" in held_out.svg(table)
+    chart = held_out.svg(table)
+    assert chart.startswith("<svg") and "<style>" in chart
+    # the trial axis is a log scale labelled in trials, one tick per budget
+    assert [t for t in ("1", "2", "4", "8", "16") if f'text-anchor="middle">{t}</text>' in chart] == \
+        ["1", "2", "4", "8", "16"]
