@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
@@ -43,6 +44,40 @@ def regression_metrics(pred: np.ndarray, gold: np.ndarray) -> dict[str, float]:
         "pearson": 0.0 if constant else float(pearsonr(pred, gold)[0]),
         "spearman": 0.0 if constant else float(spearmanr(pred, gold)[0]),
     }
+
+
+# Below these the eval metrics say the model has learned next to nothing of the task (``chance_level``).
+CHANCE_MCC = 0.05  # a model that predicts one class for every row scores an MCC of exactly 0
+CHANCE_PEARSON = 0.05
+
+
+def chance_level(metrics: Optional[Mapping[str, Any]]) -> Optional[str]:
+    """A one-line warning when eval ``metrics`` are at chance level, else None.
+
+    Classification: a Matthews correlation within ``CHANCE_MCC`` of 0 (predicting the most frequent class for
+    every row scores 0, whatever its accuracy); regression: a Pearson correlation within ``CHANCE_PEARSON`` of 0;
+    token classification: an entity F1 of 0. Accuracy alone hides this on unbalanced labels: a model that always
+    answers the majority class of TweetEval offensive scores 65%.
+    """
+    metrics = metrics or {}
+    hint = "more epochs (train.epochs), another learning rate (train.lr) or method full may help"
+
+    def value(key):
+        v = metrics.get(key)
+        return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+    mcc, pearson, f1 = value("mcc"), value("pearson"), value("f1")
+    if mcc is not None and abs(mcc) < CHANCE_MCC:
+        acc = value("accuracy")
+        shown = f" (accuracy {acc:.4f})" if acc is not None else ""
+        return (f"the model is at chance level: MCC {mcc:.3f}{shown}, where answering one class for every row "
+                f"scores 0; {hint}")
+    if pearson is not None and abs(pearson) < CHANCE_PEARSON:
+        return (f"the model is at chance level: Pearson {pearson:.3f}, its predictions do not follow the labels; "
+                f"{hint}")
+    if f1 == 0.0 and "strict_f1" in metrics:  # token classification's entity scores
+        return f"the model is at chance level: entity F1 0, it finds no entity of the eval set; {hint}"
+    return None
 
 
 PER_TYPE = "f1_"  # a metric named f1_<TYPE> is the F1 of one entity type (token classification)

@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
+
 from .. import files, tasks
 from ..config import RunConfig, as_config, config_diff
 from ..tasks import TaskData, load_task_data
 from ..errors import ConfigError, ResumeError
+from ..metrics import chance_level
 from ..models import (
     apply_method,
     check_model_folder,
@@ -172,6 +175,7 @@ def fit(cfg: RunConfig | dict | str | Path | None = None, *, callback: Callback 
     if metrics is None:  # a merged adapter computes in another order: score the weights that are saved
         with first_token_only(final, cfg.train.first_token_only):
             metrics = evaluate(final, data.eval, data.spec, cfg.train.eval_batch_size, tokenizer.pad_token_id, rt)
+    warning = _chance_level(metrics, data)
     model_dir = run_dir / files.MODEL
     if not writer:
         return FitResult(run_dir, model_dir, metrics, result.history, result.best_step, result.step,
@@ -189,10 +193,13 @@ def fit(cfg: RunConfig | dict | str | Path | None = None, *, callback: Callback 
         "model_dir": str(model_dir), "model_source": model_source(asked, cfg.model.path),
         "history": result.history, "environment": environment(),
         "world_size": distributed.world_size(), "device": str(rt.device), "precision": rt.precision,
+        "warning": warning,
     }
     files.write_json(run_dir / files.RESULTS, out)
     shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
     log.info("done: %s; model saved to %s", shown, model_dir)
+    if warning and callback is None:  # a search's trial: the search warns about the best trial only
+        log.warning("%s", warning)
     return FitResult(run_dir, model_dir, metrics, result.history, result.best_step, result.step, result.samples,
                      result.tokens, result.seconds, trainable, total)
 
@@ -205,6 +212,15 @@ def _evaluated(result, cfg: RunConfig) -> Optional[dict]:
     if record is None or (not cfg.train.restore_best and record["step"] != result.step):
         return None
     return {k: v for k, v in record.items() if k not in ("step", "epoch", "samples")}
+
+
+def _chance_level(metrics: dict, data: TaskData) -> Optional[str]:
+    """``metrics.chance_level``, unless the eval set's labels cannot tell: one class (an MCC of 0 whatever the
+    model) or one value."""
+    labels = getattr(data.eval, "labels", None)
+    if labels is None or len(np.unique(np.asarray(labels))) < 2:
+        return None
+    return chance_level(metrics)
 
 
 def _describe(cfg: RunConfig, data: TaskData, trainable: int, total: int) -> None:

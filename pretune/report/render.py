@@ -88,6 +88,8 @@ def search_summary(search: dict) -> list[tuple[str, str]]:
             ("best parameters", ", ".join(f"{k}={fmt(v)}" for k, v in (res.get("best_params") or {}).items())),
             ("training samples used", f"{res.get('train_samples', 0):,}"),
             ("stopped by", fmt(res.get("stopped_by")))]
+    if res.get("warning"):  # the best trial's eval metrics are at chance level
+        rows.insert(4, ("warning", res["warning"]))
     return rows
 
 

@@ -14,7 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from .. import files
-from ..files import atomic_path, write_json
+from ..files import atomic_path, read_json, write_json
 from .factories import quiet
 from .plan import SearchPlan
 from .portfolio import source_of
@@ -39,6 +39,7 @@ class SearchResult:
     counts: dict[str, int] = field(default_factory=dict)
     train_samples: int = 0
     stopped_by: Optional[str] = None
+    warning: Optional[str] = None  # the best trial's eval metrics at chance level (``metrics.chance_level``)
 
 
 def trial_row(t: FrozenTrial, plan: SearchPlan, reruns: dict[int, int]) -> dict[str, Any]:
@@ -106,6 +107,19 @@ def _copy_best(trial: FrozenTrial, output: Path) -> Optional[Path]:
     return dest
 
 
+def _best_warning(best: Optional[FrozenTrial]) -> Optional[str]:
+    """The best trial's warning that its eval metrics are at chance level (fit's results.json), logged."""
+    folder = best.user_attrs.get("dir") if best is not None else None
+    path = Path(folder) / files.RESULTS if folder else None
+    try:
+        warning = read_json(path).get("warning") if path is not None and path.is_file() else None
+    except (OSError, ValueError):
+        return None
+    if warning:
+        log.warning("search: best trial %d: %s", best.number, warning)
+    return warning
+
+
 def _best(study: optuna.Study, plan: SearchPlan) -> tuple[Optional[FrozenTrial], list[FrozenTrial]]:
     try:
         front = study.best_trials
@@ -132,13 +146,14 @@ def collect(study: optuna.Study, plan: SearchPlan, stopped_by: Optional[str] = N
     write_json(plan.output / files.IMPORTANCES, imp)
     best, front = _best(study, plan)
     best_dir = _copy_best(best, plan.output) if best is not None else None
+    warning = _best_warning(best)
     pareto = [r for r in rows if r["number"] in {t.number for t in front}] if plan.multi else []
     result = SearchResult(
         output=plan.output, study_name=plan.study_name, storage=plan.storage_url.split("@")[-1],
         objectives=plan.objectives, best_trial=best.number if best else None,
         best_params=dict(best.params) if best else {}, best_values=list(best.values) if best else None,
         best_dir=best_dir, pareto=pareto, trials=rows, importances=imp, counts=counts(trials),
-        train_samples=samples_used(trials), stopped_by=stopped_by)
+        train_samples=samples_used(trials), stopped_by=stopped_by, warning=warning)
     summary = {k: v for k, v in result.__dict__.items() if k != "trials"}
     write_json(plan.output / files.RESULTS, summary)
     return result

@@ -41,6 +41,13 @@ def test_report_shows_the_saved_numbers(saved_run):
     assert "from portfolio:c07): accuracy" in html and 'class="label">D</text>' in html
 
 
+def test_a_best_trial_at_chance_level_is_flagged(saved_run):
+    assert "<td>warning</td>" not in report(saved_run)["html"].read_text()
+    path = saved_run / "search" / "results.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "warning": "the model is at chance level: MCC 0.000"}))
+    assert "<td>warning</td><td>the model is at chance level: MCC 0.000</td>" in report(saved_run)["html"].read_text()
+
+
 def test_best_so_far_against_samples_counts_every_trials_samples(saved_run):
     from pretune.report.render import best_by_samples_chart
 

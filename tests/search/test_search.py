@@ -375,3 +375,20 @@ def test_the_space_draws_no_more_top_layers_than_the_model_has(tiny_bert, tmp_pa
     plan = make_plan(config_from_dict({**base, "output": str(tmp_path / "c"),
                                        "search": {"n_trials": 4, "space": declared}}))
     assert plan.params["method.train_top_layers"].high == 2
+
+
+def test_a_best_trial_at_chance_level_is_named_in_the_results_and_the_log(tmp_path, caplog):
+    """fit writes its chance-level warning into the trial's results.json; the search repeats the best trial's
+    only (a search's weak trials are expected)."""
+    def fit_writing_warning(c, **kw):
+        result = fake_fit(c, **kw)
+        warning = f"at chance level ({Path(c.output).name})"
+        (Path(c.output) / "results.json").write_text(json.dumps({"warning": warning}))
+        return result
+
+    with caplog.at_level(logging.WARNING, logger="pretune"):
+        result = search(cfg(tmp_path, n_trials=3, sampler="random", portfolio="none"), train_fn=fit_writing_warning)
+    summary = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert summary["warning"] == f"at chance level ({result.best_trial:04d})"
+    assert [r.getMessage() for r in caplog.records if "chance level" in r.getMessage()] == [
+        f"search: best trial {result.best_trial}: at chance level ({result.best_trial:04d})"]

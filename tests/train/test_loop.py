@@ -271,3 +271,36 @@ def test_the_reported_eval_is_the_saved_models(tiny_bert, sentiment_csv, tmp_pat
     _, data, _ = prepare(config_from_dict(cfg))  # the same held-out rows the run evaluated
     saved = AutoModelForSequenceClassification.from_pretrained(result.model_dir)
     assert evaluate(saved, data.eval, data.spec, 64, 0) == pytest.approx(result.eval, rel=1e-5)
+
+
+def test_chance_level_is_read_from_the_metrics():
+    from pretune.metrics import chance_level, classification_metrics, regression_metrics
+
+    gold = [0, 0, 0, 1, 1, 0, 0, 1]
+    majority = classification_metrics([0] * 8, gold, 2)  # one class for every row: 5 of 8 right, MCC 0
+    assert majority["accuracy"] == 0.625 and "MCC 0.000 (accuracy 0.6250)" in chance_level(majority)
+    assert chance_level(classification_metrics(gold, gold, 2)) is None
+    assert chance_level(classification_metrics([0, 0, 0, 1, 1, 0, 1, 0], gold, 2)) is None  # MCC 0.47
+    assert "Pearson 0.000" in chance_level(regression_metrics([2.5] * 4, [1.0, 2.0, 3.0, 4.0]))
+    assert chance_level(regression_metrics([1.1, 1.9, 3.2, 3.8], [1.0, 2.0, 3.0, 4.0])) is None
+    assert "finds no entity" in chance_level({"f1": 0.0, "strict_f1": 0.0, "accuracy": 0.8})
+    assert chance_level({"f1": 0.0}) is None and chance_level({"perplexity": 3.0}) is None
+
+
+def test_a_model_at_chance_level_is_flagged_in_its_results(tiny_bert, sentiment_csv, tmp_path, caplog):
+    """A model that answers one class for every row keeps that class's share as its accuracy; fit says so in
+    results.json and as a warning, and stays quiet about a model that learned the task."""
+    import json
+
+    import pretune
+
+    learned = pretune.fit(tiny_config(tiny_bert, sentiment_csv, tmp_path / "learned", train={"epochs": 3}))
+    assert learned.eval["mcc"] > 0.5
+    assert json.loads((learned.run_dir / "results.json").read_text())["warning"] is None
+    # lr ~0: the random head answers the same class for every row
+    with caplog.at_level("WARNING", logger="pretune"):
+        idle = pretune.fit(tiny_config(tiny_bert, sentiment_csv, tmp_path / "idle",
+                                       train={"epochs": 1, "lr": 1e-12, "restore_best": False}))
+    assert idle.eval["mcc"] == 0.0
+    warning = json.loads((idle.run_dir / "results.json").read_text())["warning"]
+    assert warning.startswith("the model is at chance level: MCC 0.000") and warning in caplog.text
