@@ -72,10 +72,12 @@ class MethodConfig:
 
 @dataclass
 class LoraConfig:
-    r: int = 8
-    alpha: int = 16
+    # r, alpha and target_modules left unset (None): the model's LoRA recipe fills them (``pretune.train.defaults``:
+    # r 8, alpha 16 on peft's targets; r 16, alpha 32 on every Linear layer of a small encoder)
+    r: Optional[int] = None
+    alpha: Optional[int] = None
     dropout: float = 0.1
-    target_modules: Optional[list[str]] = None  # None/[auto]: the architecture's default; [all-linear]; or names
+    target_modules: Optional[list[str]] = None  # [auto]: the architecture's default; [all-linear]; or names
     merge: bool = True  # merge the adapter into the saved model (a plain transformers folder)
     use_dora: bool = False  # DoRA: a learned magnitude per output on top of the low-rank direction (peft)
 

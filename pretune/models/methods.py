@@ -133,6 +133,9 @@ def lora(model: nn.Module, cfg: RunConfig) -> nn.Module:
     """
     from peft import LoraConfig, TaskType
 
+    from ..train.defaults import fill_lora
+
+    fill_lora(cfg)  # the adapter's shape, where fit's recipe has not filled it
     lc = cfg.lora
     targets = lora_targets(model, lc.target_modules)
     own_head = tasks.get(getattr(model.config, "pretune_task", None) or "classification").pretrained_head

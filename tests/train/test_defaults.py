@@ -32,6 +32,23 @@ def test_the_recipe_follows_the_family_and_the_method(family_dir, family, method
         defaults.ModelShape(encoder=recipe.startswith("small-encoder"), hidden=32), method).values
 
 
+@pytest.mark.parametrize(("family", "method", "shape"), [
+    ("bert", "lora", (16, 32, ["all-linear"])), ("bert", "full", (16, 32, ["all-linear"])),
+    ("llama", "lora", (8, 16, ["auto"]))])
+def test_the_adapter_follows_the_model_whatever_the_method(family_dir, family, method, shape, tmp_path):
+    """A small encoder's LoRA recipe sets the adapter too; filled for every method, so a search that draws LoRA
+    from a full run trains the adapter ``fit --method lora`` would. A value the user set is kept."""
+    cfg = as_config({"model": {"path": str(family_dir(family))}, "method": {"name": method},
+                     "output": str(tmp_path / "o")})
+    filled = defaults.fill(cfg)
+    assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.target_modules) == shape
+    assert ("lora.r" in filled.describe()) == (method == "lora")  # named only when the run trains an adapter
+    own = as_config({"model": {"path": str(family_dir(family))}, "lora": {"r": 4, "target_modules": ["query"]},
+                     "output": str(tmp_path / "o")})
+    defaults.fill(own)
+    assert (own.lora.r, own.lora.alpha, own.lora.target_modules) == (4, shape[1], ["query"])
+
+
 def test_a_base_sized_encoder_and_an_unknown_model_get_the_generic_recipe():
     assert defaults.choose(defaults.ModelShape(encoder=True, hidden=768), "full") is defaults.GENERIC
     assert defaults.choose(defaults.ModelShape(encoder=True, hidden=384), "full") is defaults.SMALL_ENCODER
