@@ -127,7 +127,7 @@ def test_wall_time_budget_stops_and_the_cut_trial_is_not_counted(tmp_path, monke
 
     monkeypatch.setattr("pretune.search.time.time", lambda: clock["t"])
     # Trial 0 evaluates at 4, 8, 12, 16 s; trial 1 at 20, 24 and 28 s, past the deadline and not its last.
-    result = search(cfg(tmp_path, n_trials=50, timeout=26), train_fn=slow_fit)
+    result = search(cfg(tmp_path, n_trials=50, timeout=26, portfolio="none"), train_fn=slow_fit)
     cut = [r for r in result.trials if r["fail_reason"] == "stopped by the search budget"]
     assert len(cut) == 1 and result.counts["done"] == len(result.trials) - 1 == 1
     assert result.stopped_by == "wall time"
