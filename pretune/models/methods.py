@@ -9,6 +9,7 @@ model (merging a LoRA adapter when asked).
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Callable, Optional
 
 from torch import nn
@@ -123,6 +124,11 @@ def bitfit(model: nn.Module, cfg: RunConfig) -> nn.Module:
     return model
 
 
+# The adapter's shape where the config leaves it unset: fit fills it first from the model's LoRA recipe
+# (``pretune.train.defaults``), so this is for a config applied directly (``apply_method``)
+PLAIN_LORA = {"r": 8, "alpha": 16, "target_modules": ["auto"]}
+
+
 @register("lora")
 def lora(model: nn.Module, cfg: RunConfig) -> nn.Module:
     """Low-rank adapters through ``peft``; a new head (a classifier's) stays fully trainable, a pretrained one (a
@@ -133,10 +139,7 @@ def lora(model: nn.Module, cfg: RunConfig) -> nn.Module:
     """
     from peft import LoraConfig, TaskType
 
-    from ..train.defaults import fill_lora
-
-    fill_lora(cfg)  # the adapter's shape, where fit's recipe has not filled it
-    lc = cfg.lora
+    lc = replace(cfg.lora, **{k: v for k, v in PLAIN_LORA.items() if getattr(cfg.lora, k) is None})
     targets = lora_targets(model, lc.target_modules)
     own_head = tasks.get(getattr(model.config, "pretune_task", None) or "classification").pretrained_head
     peft_cfg = LoraConfig(task_type=TaskType.CAUSAL_LM if own_head else TaskType.SEQ_CLS, r=lc.r,

@@ -65,7 +65,6 @@ class Recipe:
     lora: Optional[dict[str, Any]] = None  # lora.<key>, for a LoRA recipe: the adapter's shape
 
 
-GENERIC_LORA = {"r": 8, "alpha": 16, "target_modules": ["auto"]}  # auto: peft's targets for the architecture
 
 GENERIC = Recipe("generic", {"lr": 5e-5, "warmup": 0.06, "weight_decay": 0.01, "layer_lr_decay": 1.0},
                  "the BERT paper's grid; no measurement of pretune's for this model and method yet")
@@ -145,7 +144,9 @@ def missing_lora(lora: LoraConfig) -> list[str]:
 
 def lora_shape(shape: Optional[ModelShape]) -> dict[str, Any]:
     """The adapter's shape (``lora.r``, ``alpha``, ``target_modules``) for a model of ``shape``."""
-    return choose(shape, "lora").lora or GENERIC_LORA
+    from ..models.methods import PLAIN_LORA  # r 8, alpha 16 on peft's targets for the architecture (auto)
+
+    return choose(shape, "lora").lora or PLAIN_LORA
 
 
 @dataclass(frozen=True)
@@ -176,13 +177,6 @@ def fill(cfg: RunConfig) -> Optional[Filled]:
     for key in unset:
         setattr(cfg.train, key, filled.recipe.values[key])
     return filled
-
-
-def fill_lora(cfg: RunConfig) -> None:
-    """Set the adapter's shape ``cfg`` leaves unset (in place), as ``fill`` would: for a method applied to a config
-    that ``fill`` has not seen (``pretune.models.apply_method`` called directly)."""
-    if missing_lora(cfg.lora):
-        _set_lora(cfg, _shape(cfg))
 
 
 def _shape(cfg: RunConfig) -> Optional[ModelShape]:

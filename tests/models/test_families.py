@@ -21,6 +21,7 @@ from pretune.errors import ConfigError
 from pretune.models import (METHODS, apply_method, encoder_layers, head_parameter_names, layer_index, load_for_task,
                             lora_targets)
 from pretune.models.fastpath import fast_path_status
+from pretune.train import defaults
 from pretune.tasks import TaskSpec
 from pretune.train import build_optimizer, default_loss
 
@@ -54,6 +55,7 @@ NO_BIAS = ("llama", "modernbert")  # bodies without a single bias term: BitFit i
 def _load(folder, name="full", spec=SPEC, **sections):
     sections.setdefault("method", {"name": name})
     cfg = config_from_dict({"model": {"path": str(folder)}, **sections})
+    defaults.fill(cfg)  # the model's recipe, as fit fills it (a small encoder's LoRA: every Linear layer)
     model, tok = load_for_task(cfg.model, spec)
     return apply_method(model, cfg), tok, cfg
 
