@@ -172,15 +172,11 @@ def fill(cfg: RunConfig) -> Optional[Filled]:
     unset, unset_lora = missing(cfg.train), missing_lora(cfg.lora)
     if not unset and not unset_lora:
         return None
-    shape = _shape(cfg)
+    shape = _shape_of(str(cfg.model.path), cfg.model.trust_remote_code) if cfg.model.path else None
     filled = Filled(choose(shape, cfg.method.name), tuple(unset), _set_lora(cfg, shape), cfg.method.name)
     for key in unset:
         setattr(cfg.train, key, filled.recipe.values[key])
     return filled
-
-
-def _shape(cfg: RunConfig) -> Optional[ModelShape]:
-    return _shape_of(str(cfg.model.path), cfg.model.trust_remote_code) if cfg.model.path else None
 
 
 def _set_lora(cfg: RunConfig, shape: Optional[ModelShape]) -> tuple[tuple[str, Any], ...]:
