@@ -52,10 +52,10 @@ def trainer_main(train: str, dev: str, out: str, threads: int) -> None:
     train_and_save(model, tok, data, out, bf16)
 
 
-def train_and_save(model, tok, data, out: str, bf16: bool) -> None:
+def train_and_save(model, tok, data, out: str, bf16: bool, seed: int = HPARAMS["seed"]) -> None:
     """The Trainer recipe at its best settings here (``HPARAMS``, an evaluation per epoch, the best one kept) on
-    tokenized ``data`` (``train`` and ``dev``); the model, tokenizer and ``result.json`` (the best dev accuracy) go
-    to ``out``."""
+    tokenized ``data`` (``train`` and ``dev``), with the Trainer's ``seed``; the model, tokenizer and
+    ``result.json`` (the best dev accuracy) go to ``out``."""
     import numpy as np
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
@@ -69,7 +69,7 @@ def train_and_save(model, tok, data, out: str, bf16: bool) -> None:
         warmup_steps=int(np.ceil(0.06 * steps)), lr_scheduler_type="linear", optim="adamw_torch_fused",
         train_sampling_strategy="group_by_length", bf16=bf16, use_cpu=True, eval_strategy="epoch",
         save_strategy="epoch", save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="accuracy",
-        report_to="none", seed=HPARAMS["seed"], disable_tqdm=True, logging_steps=50)
+        report_to="none", seed=seed, disable_tqdm=True, logging_steps=50)
     trainer = Trainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["dev"],
                       data_collator=DataCollatorWithPadding(tok), compute_metrics=accuracy)
     trainer.train()
