@@ -12,7 +12,8 @@ A task decides, for every stage:
     model    head      the Hugging Face config fields of the head (``num_labels``, ``id2label``, ...)
              model_class  the ``transformers`` auto class that loads the saved model
              setup     (model, TaskData, RunConfig) -> None, once before training: what the task needs beyond
-                       the model and the data (preference tuning: its settings, the reference model)
+                       the model and the data (preference tuning: its settings, the reference model;
+                       regression: a new head's bias at the targets' mean)
     train    collate   rows -> a padded batch;  loss (outputs, targets) -> mean loss;  soft_loss for distillation
              forward   (model, batch) -> outputs, when they are not the model's logits (a language model's
                        per-token loss: the vocabulary projection only where a token is scored)

@@ -53,3 +53,55 @@ def test_single_class_is_an_error(tmp_path):
     table = read_table(tmp_path / "d.csv")
     with pytest.raises(DataError, match="only one class"):
         tasks.get("classification").spec(read_examples(table).labels, table, "label")
+
+
+def _regression_file(path, n=24):
+    rows = [("good fine film", 47.5), ("bad dull plot", 41.0), ("great acting", 58.0), ("awful ending", 44.5)]
+    lines = [f"{rows[i % 4][0]} {i},{rows[i % 4][1] + i % 3}\n" for i in range(n)]
+    path.write_text("text,label\n" + "".join(lines))
+    return path
+
+
+def _heads(model):
+    from torch import nn
+    return [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == 1]
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "freeze"])
+def test_a_new_regression_head_starts_at_the_targets_mean(tmp_path, tiny_bert, method):
+    """Targets far from 0 (40-60): a new head's bias starts at their mean, whatever the method trains, so a
+    short or low-rate run need not learn the offset (STS-B's LoRA runs predicted near 0 without it)."""
+    import numpy as np
+    from conftest import tiny_config
+
+    from pretune.config import config_from_dict
+    from pretune.jobs.fit import prepare
+
+    train = _regression_file(tmp_path / "train.csv")
+    cfg = config_from_dict(tiny_config(tiny_bert, train, tmp_path / "out", method={"name": method},
+                                       data={"task": "regression"}))
+    _, data, model = prepare(cfg)
+    mean = float(np.mean(data.train.labels))
+    assert 45 < mean < 55
+    heads = _heads(model)
+    assert heads and all(h.bias.tolist() == pytest.approx([mean]) for h in heads)
+
+
+def test_a_trained_regression_head_keeps_its_bias(tmp_path, tiny_bert):
+    """Tuning a regression model further leaves its head as it was trained."""
+    import torch
+    from conftest import tiny_config
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from pretune.config import config_from_dict
+    from pretune.jobs.fit import prepare
+
+    trained = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=1, problem_type="regression")
+    with torch.no_grad():
+        trained.classifier.bias.fill_(3.25)
+    trained.save_pretrained(tmp_path / "trained")
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(tmp_path / "trained")
+    train = _regression_file(tmp_path / "train.csv")
+    cfg = config_from_dict(tiny_config(tmp_path / "trained", train, tmp_path / "out", data={"task": "regression"}))
+    _, _, model = prepare(cfg)
+    assert [h.bias.item() for h in _heads(model)] == [3.25]
