@@ -64,7 +64,6 @@ class Recipe:
     lora: Optional[dict[str, Any]] = None  # lora.<key>, for a LoRA recipe: the adapter's shape
 
 
-
 GENERIC = Recipe("generic", {"lr": 5e-5, "warmup": 0.06, "weight_decay": 0.01, "layer_lr_decay": 1.0},
                  "the BERT paper's grid; no measurement of pretune's for this model and method yet")
 SMALL_ENCODER = Recipe("small-encoder", {"lr": 3e-4, "warmup": 0.1, "weight_decay": 0.0, "layer_lr_decay": 0.8},

@@ -21,9 +21,8 @@ from pretune.errors import ConfigError
 from pretune.models import (METHODS, apply_method, encoder_layers, head_parameter_names, layer_index, load_for_task,
                             lora_targets)
 from pretune.models.fastpath import fast_path_status
-from pretune.train import defaults
 from pretune.tasks import TaskSpec
-from pretune.train import build_optimizer, default_loss
+from pretune.train import build_optimizer, default_loss, defaults
 
 SPEC = TaskSpec("classification", ["neg", "pos"])
 TEXTS = ["good film very good", "awful plot", "fine scene", "dull poor story was bad quite dull"]

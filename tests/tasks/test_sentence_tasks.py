@@ -2,17 +2,22 @@
 
 import json
 
+import numpy as np
 import pytest
+import torch
+from conftest import tiny_config
+from torch import nn
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from pretune import tasks
-from pretune.config import DataConfig
+from pretune.config import DataConfig, config_from_dict
 from pretune.data import read_examples, read_table
 from pretune.errors import DataError
+from pretune.jobs.fit import prepare
 from pretune.tasks import load_task_data
 
 
 def test_label_unseen_in_training_is_an_error(tmp_path, tiny_bert):
-    from transformers import AutoTokenizer
     (tmp_path / "train.csv").write_text("text,label\ngood,pos\nbad,neg\ngreat,pos\nawful,neg\n")
     (tmp_path / "eval.csv").write_text("text,label\ngood,pos\nfine,neutral\n")
     cfg = DataConfig(train=str(tmp_path / "train.csv"), eval=str(tmp_path / "eval.csv"))
@@ -63,7 +68,6 @@ def _regression_file(path, n=24):
 
 
 def _heads(model):
-    from torch import nn
     return [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == 1]
 
 
@@ -71,12 +75,6 @@ def _heads(model):
 def test_a_new_regression_head_starts_at_the_targets_mean(tmp_path, tiny_bert, method):
     """Targets far from 0 (40-60): a new head's bias starts at their mean, whatever the method trains, so a
     short or low-rate run need not learn the offset (STS-B's LoRA runs predicted near 0 without it)."""
-    import numpy as np
-    from conftest import tiny_config
-
-    from pretune.config import config_from_dict
-    from pretune.jobs.fit import prepare
-
     train = _regression_file(tmp_path / "train.csv")
     cfg = config_from_dict(tiny_config(tiny_bert, train, tmp_path / "out", method={"name": method},
                                        data={"task": "regression"}))
@@ -89,13 +87,6 @@ def test_a_new_regression_head_starts_at_the_targets_mean(tmp_path, tiny_bert, m
 
 def test_a_trained_regression_head_keeps_its_bias(tmp_path, tiny_bert):
     """Tuning a regression model further leaves its head as it was trained."""
-    import torch
-    from conftest import tiny_config
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from pretune.config import config_from_dict
-    from pretune.jobs.fit import prepare
-
     trained = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=1, problem_type="regression")
     with torch.no_grad():
         trained.classifier.bias.fill_(3.25)
